@@ -38,7 +38,10 @@ AARCH64_DEFINES = [
     "-D__ARCH_WANT_SET_GET_RLIMIT",
     "-D__ARCH_WANT_TIME32_SYSCALLS",
     "-D__ARCH_WANT_MEMFD_SECRET",
+    "-D__ARCH_WANT_SYS_CLONE3",
 ]
+# powerpc's table comes from Debian's linux-libc-dev-ppc64el-cross (ppc64 and ppc64le share it)
+PPC64_UNISTD = Path("/usr/powerpc64le-linux-gnu/include/asm/unistd_64.h")
 
 _DEFINE = re.compile(r"^#define\s+([A-Za-z_][A-Za-z0-9_]*)\s+(.*)$")
 _OPS = {
@@ -52,10 +55,10 @@ _OPS = {
 }
 
 
-def _find_multiarch_asm() -> Path:
-    for cand in sorted(INCLUDE.glob("*-linux-gnu*/asm/unistd_64.h")):
+def _find_multiarch_asm(name: str) -> Path:
+    for cand in sorted(INCLUDE.glob(f"x86_64-linux-gnu/asm/{name}")):
         return cand
-    raise SystemExit("gen_tables: no <triplet>/asm/unistd_64.h under /usr/include (install linux-libc-dev)")
+    raise SystemExit(f"gen_tables: no x86_64-linux-gnu/asm/{name} under /usr/include (install linux-libc-dev)")
 
 
 def macros(header: Path, extra: list[str] | None = None) -> dict[str, str]:
@@ -188,8 +191,14 @@ def build() -> str:
                     out[n[5:]] = v
         return dict(sorted(out.items(), key=lambda kv: (kv[1], kv[0])))
 
-    x86 = syscalls(_find_multiarch_asm())
-    arm = syscalls(INCLUDE / "asm-generic" / "unistd.h", AARCH64_DEFINES)
+    tables = {
+        "x86_64": syscalls(_find_multiarch_asm("unistd_64.h")),
+        "i386": syscalls(_find_multiarch_asm("unistd_32.h")),
+        "aarch64": syscalls(INCLUDE / "asm-generic" / "unistd.h", AARCH64_DEFINES),
+    }
+    if not PPC64_UNISTD.exists():
+        raise SystemExit(f"gen_tables: {PPC64_UNISTD} is missing (install linux-libc-dev-ppc64el-cross)")
+    tables["ppc64"] = syscalls(PPC64_UNISTD, ["-D__powerpc64__"])
 
     def fmt(name: str, d: dict, doc: str) -> str:
         body = "".join(f"    {k!r}: {v},\n" if not isinstance(v, int) or v < 4096 else f"    {k!r}: {v:#x},\n"
@@ -211,8 +220,10 @@ def build() -> str:
         fmt("MISC", misc, "other audit.h constants"),
         fmt("ERRNO", errno, "errno names (asm-generic)"),
         "# syscall numbers per arch\nSYSCALLS: dict[str, dict[str, int]] = {\n",
-        "    'x86_64': {\n" + "".join(f"        {k!r}: {v},\n" for k, v in x86.items()) + "    },\n",
-        "    'aarch64': {\n" + "".join(f"        {k!r}: {v},\n" for k, v in arm.items()) + "    },\n",
+        *(
+            f"    {arch!r}: {{\n" + "".join(f"        {k!r}: {v},\n" for k, v in table.items()) + "    },\n"
+            for arch, table in tables.items()
+        ),
         "}\n",
     ]
     return "".join(parts)
