@@ -31,7 +31,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from collector.protocol._tables import ARCHES, ERRNO, SYSCALLS
+from collector.protocol._tables import ARCHES, ERRNO
+from collector.protocol.syscalls import machine_by_elf, syscall_name
 
 if TYPE_CHECKING:
     from collector.parser import Record
@@ -76,19 +77,12 @@ _ERRNO_NAMES: dict[int, str] = {}
 for _name, _num in ERRNO.items():
     _ERRNO_NAMES.setdefault(_num, _name)
 
-# AUDIT_ARCH_* value -> auparse's arch name (lower case of the header's suffix: x86_64, i386)
+# AUDIT_ARCH_* value -> arch name: libaudit's machine name where it has one (x86_64, i386,
+# ppc64), else the lower-cased header suffix
 _ARCH_NAMES: dict[int, str] = {}
 for _name, _num in ARCHES.items():
-    _ARCH_NAMES.setdefault(_num, _name.lower())
-
-# arch name -> {syscall number: name} for the arches the generator has tables for
-_SYSCALL_NAMES: dict[str, dict[int, str]] = {
-    arch: {nr: name for name, nr in table.items()} for arch, table in SYSCALLS.items()
-}
-# little-endian powerpc shares the ppc64 numbers
-if "ppc64" in _SYSCALL_NAMES:
-    _SYSCALL_NAMES["ppc64le"] = _SYSCALL_NAMES["ppc64"]
-
+    _machine = machine_by_elf(_num)
+    _ARCH_NAMES.setdefault(_num, _machine.name if _machine is not None else _name.lower())
 
 class DecodeError(ValueError):
     """A value that cannot mean what its field says; ``reason`` is a counter name."""
@@ -265,15 +259,15 @@ def arch_byteorder(raw_arch: str | None) -> str:
 def decode_syscall(raw_arch: str | None, raw_syscall: str | None) -> str | None:
     """Syscall name for an ``arch=``/``syscall=`` pair (``c000003e``, ``42`` -> ``connect``).
 
-    None when the number is not numeric or the arch has no generated table (kaudit carries
-    tables for x86_64 and aarch64, the arches it collects on).
+    Names are libaudit's spelling (``collector.protocol.syscalls.syscall_name``: x86_64's 17
+    is ``pread``, as auparse and ``auditctl -l`` print it). None when either value is not a
+    number, or the arch has no generated syscall table.
     """
-    name = arch_name(raw_arch)
+    arch = decode_int(raw_arch, 16)
     number = decode_int(raw_syscall)
-    if name is None or number is None:
+    if arch is None or number is None:
         return None
-    table = _SYSCALL_NAMES.get(name)
-    return None if table is None else table.get(number)
+    return syscall_name(number, arch)
 
 
 @dataclass(slots=True)

@@ -11,19 +11,19 @@ An event completes on the first of:
 
 * **EOE** (reason ``eoe``): the kernel's end-of-event marker. It is not kept in ``records``.
 * **a single-record type** (reason ``single``, ``is_single_record_type``): messages that user
-  space writes, 1100-1199 (USER_*, LOGIN-related PAM messages), 1200-1299 (auditd's DAEMON_*),
+  space writes, 1100-1199 (USER_*, PAM, SERVICE_*), 1200-1299 (auditd's DAEMON_*) and
   2100-2999 (user-space anomalies, responses, MAC, crypto, virt), and 2000 (KERNEL, logged at
-  boot outside any syscall). The kernel never adds records of its own to those, and no EOE
-  follows them. One exception, kept on purpose: when syscall rules are loaded, the kernel
+  boot outside any syscall). The kernel never adds records of its own to those and no EOE
+  follows them, with one exception kept on purpose: when syscall rules are loaded the kernel
   also audits the ``sendto`` that carried the message and emits SYSCALL, PROCTITLE and EOE
-  with the *same* id afterwards; those records are counted as ``single_tail`` and dropped
-  (they describe the messenger, not the message, and no table reads a sendto). This is the
-  set audit-userspace's auparse and go-libaudit treat as complete on arrival, minus the
-  kernel's own ranges that they also include (1300-1399 aside, auparse completes 1700+ and
-  go-libaudit 2100+ and 1000-1099): kernel anomaly/integrity records (ANOM_*, INTEGRITY_*,
-  AVC, APPARMOR_*, LOGIN) are emitted inside syscalls that then get their SYSCALL and EOE -
-  an IMA or SELinux record during an ``execve`` must stay in the execve's event - so they
-  wait for EOE or the timeout.
+  with the *same* id afterwards; those are counted as ``single_tail`` and dropped (they
+  describe the messenger, and no table reads a sendto).
+  auparse completes on arrival everything below 1300, 1700 and up, KERNEL and PROCTITLE;
+  go-libaudit everything up to 1299, 2100 and up, and PROCTITLE. kaudit does not follow them
+  for LOGIN (1006, written by the kernel during the ``write`` to loginuid), 1700-2099 (ANOM_*,
+  INTEGRITY_*: an IMA or anomaly record emitted inside an ``execve`` must stay in the
+  execve's event, whose SYSCALL and EOE follow it) or PROCTITLE (the kernel's EOE follows it,
+  and would otherwise be counted late). Those wait for EOE or the timeout.
 * **the timeout** (reason ``timeout``), measured in *audit time*: the publisher's clock is the
   newest record timestamp it has seen (or a later time given to ``tick``, which a live reader
   calls when the kernel is quiet), and an event times out when the clock has moved more than

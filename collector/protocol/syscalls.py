@@ -64,7 +64,7 @@ MACHINES: dict[str, Machine] = {
         Machine("x86_64", ARCHES["X86_64"], "x86_64", compat="i386"),
         Machine("ppc", ARCHES["PPC"], "ppc"),
         Machine("ppc64", ARCHES["PPC64"], "ppc64", compat="ppc"),
-        Machine("ppc64le", ARCHES["PPC64LE"], "ppc64le"),
+        Machine("ppc64le", ARCHES["PPC64LE"], "ppc64"),  # same numbers as big-endian ppc64
         Machine("s390", ARCHES["S390"], "s390"),
         Machine("s390x", ARCHES["S390X"], "s390x", compat="s390"),
         Machine("arm", ARCHES["ARM"], "arm"),
