@@ -1,0 +1,238 @@
+"""``kaudit replay SOURCE... [--output FILE] [flags]``: recorded audit records to table rows.
+
+Each SOURCE goes through the same pipeline ``kaudit collect`` uses (``collector.pipeline``),
+so a capture replayed gives the rows the live run gave. Rows are written as JSON lines, one
+object per row, ``{"table": ..., column: value}``, integer columns as numbers.
+
+Sources are read by a *format*: today ``auditlog`` (audit.log and ``ausearch --format raw``
+text, with or without ``node=`` prefixes). A format is a ``SourceFormat`` (a name, a
+``detect`` on the file name and its first bytes, and a ``feed`` that pushes the source into a
+pipeline); ``register_source_format`` adds one, so scenario files and pcaps plug in here
+without touching the command. ``-`` reads standard input.
+
+Each source gets its own pipeline (its serials are its own: a gap between two files is not a
+lost event); event ids continue across sources and the counters are summed.
+
+Exit codes: 0 done; 1 the record ledger did not balance (a pipeline bug, reported);
+2 usage: an unknown flag, a SOURCE that does not exist or cannot be read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import IO, BinaryIO
+
+from collector.flags import AuditFlags, add_flag_arguments
+from collector.pipeline import DEFAULT_TIMEOUT_MS, Pipeline, PipelineStats
+from collector.rows import RowWriter
+
+__all__ = [
+    "SOURCE_FORMATS",
+    "SourceError",
+    "SourceFormat",
+    "register",
+    "register_source_format",
+    "replay_sources",
+    "run",
+]
+
+EXIT_OK, EXIT_LEDGER, EXIT_USAGE = 0, 1, 2
+# replay shows both tables unless a flag turns one off (osquery's default has sockets off)
+REPLAY_DEFAULTS = AuditFlags(allow_sockets=True, allow_process_events=True)
+
+
+class SourceError(OSError):
+    """A SOURCE that cannot be read; the message names it and says why."""
+
+
+@dataclass(slots=True, frozen=True)
+class SourceFormat:
+    """How to read one kind of source into a pipeline."""
+
+    name: str
+    detect: Callable[[str, bytes], bool]  # (source name, first bytes) -> is it mine?
+    feed: Callable[[BinaryIO, Pipeline], None]
+    description: str = ""
+
+
+def _feed_auditlog(stream: BinaryIO, pipeline: Pipeline) -> None:
+    # lines as bytes: the parser decides about invalid UTF-8 (counted, never a crash)
+    pipeline.feed_lines(stream)
+
+
+AUDITLOG = SourceFormat(
+    "auditlog",
+    lambda name, head: True,  # the fallback: any text with audit records
+    _feed_auditlog,
+    "audit.log / ausearch --format raw text (node= prefixes allowed)",
+)
+
+# tried in order; the first whose detect() says yes reads the source
+SOURCE_FORMATS: list[SourceFormat] = [AUDITLOG]
+
+
+def register_source_format(fmt: SourceFormat) -> None:
+    """Add a format before the catch-all ``auditlog`` (scenario files, pcaps)."""
+    if any(f.name == fmt.name for f in SOURCE_FORMATS):
+        raise ValueError(f"source format {fmt.name!r} is already registered")
+    SOURCE_FORMATS.insert(len(SOURCE_FORMATS) - 1, fmt)
+
+
+def _format_by_name(name: str) -> SourceFormat:
+    for f in SOURCE_FORMATS:
+        if f.name == name:
+            return f
+    raise ValueError(f"unknown source format {name!r} (known: {', '.join(f.name for f in SOURCE_FORMATS)})")
+
+
+def check_sources(sources: list[str]) -> None:
+    """Every SOURCE must exist and be a readable file before any row is written."""
+    if sources.count("-") > 1:
+        raise SourceError("'-' (standard input) can be given only once")
+    for src in sources:
+        if src == "-":
+            continue
+        if not os.path.exists(src):
+            raise SourceError(f"{src}: no such file")
+        if os.path.isdir(src):
+            raise SourceError(f"{src}: is a directory, not an audit log")
+        if not os.access(src, os.R_OK):
+            raise SourceError(f"{src}: permission denied")
+
+
+def _open(src: str) -> BinaryIO:
+    if src == "-":
+        return sys.stdin.buffer
+    try:
+        return open(src, "rb")  # noqa: SIM115 - closed by the caller
+    except OSError as exc:
+        raise SourceError(f"{src}: {exc.strerror or exc}") from exc
+
+
+def _detect(src: str, stream: BinaryIO, forced: str | None) -> SourceFormat:
+    if forced:
+        return _format_by_name(forced)
+    head = b""
+    peek = getattr(stream, "peek", None)
+    if peek is not None:
+        try:
+            head = peek(4096)[:4096]
+        except OSError:
+            head = b""
+    for fmt in SOURCE_FORMATS:
+        if fmt.detect(src, head):
+            return fmt
+    raise SourceError(f"{src}: not a format kaudit can replay")  # pragma: no cover - auditlog takes all
+
+
+def replay_sources(
+    sources: list[str],
+    flags: AuditFlags,
+    emit: Callable[[list], None] | None,
+    *,
+    timeout_ms: int = DEFAULT_TIMEOUT_MS,
+    source_format: str | None = None,
+) -> PipelineStats:
+    """Run every source through its own pipeline; return the summed counters."""
+    check_sources(sources)
+    total = PipelineStats()
+    opts = flags.table_options()
+    for src in sources:
+        pipeline = Pipeline(opts, emit, timeout_ms=timeout_ms, uptime=None, first_eid=1 + total.rows)
+        stream = _open(src)
+        try:
+            fmt = _detect(src, stream, source_format)
+            fmt.feed(stream, pipeline)
+        finally:
+            if stream is not sys.stdin.buffer:
+                stream.close()
+        total.merge(pipeline.finish())
+    return total
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "replay",
+        help="turn recorded audit logs into socket_events/process_events rows (JSON lines)",
+        description=(
+            "Read audit.log / 'ausearch --format raw' files and write osquery socket_events and "
+            "process_events rows as JSON lines. Both tables are on unless a flag turns one off."
+        ),
+        allow_abbrev=False,
+    )
+    p.add_argument("sources", nargs="+", metavar="SOURCE", help="audit log file, or - for standard input")
+    p.add_argument("--output", "-o", metavar="FILE", help="write rows here (default: standard output)")
+    p.add_argument("--stats", action="store_true", help="print the counters and the record ledger on stderr")
+    p.add_argument("--stats-json", metavar="FILE", help="write the counters as JSON to FILE")
+    p.add_argument(
+        "--timeout-ms",
+        type=int,
+        default=DEFAULT_TIMEOUT_MS,
+        metavar="MS",
+        help=f"complete an event without EOE after this much audit time (default {DEFAULT_TIMEOUT_MS})",
+    )
+    p.add_argument(
+        "--format",
+        dest="source_format",
+        choices=None,
+        metavar="FORMAT",
+        help="read every SOURCE as FORMAT instead of detecting it (known: auditlog)",
+    )
+    add_flag_arguments(p, REPLAY_DEFAULTS)
+    p.set_defaults(func=run)
+
+
+def _err(msg: str) -> None:
+    print(f"kaudit replay: {msg}", file=sys.stderr)
+
+
+def run(args: argparse.Namespace) -> int:
+    flags: AuditFlags = args.audit_flags
+    try:
+        check_sources(args.sources)
+    except SourceError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    if args.source_format:
+        try:
+            _format_by_name(args.source_format)
+        except ValueError as exc:
+            _err(str(exc))
+            return EXIT_USAGE
+    out: IO[str]
+    if args.output and args.output != "-":
+        try:
+            out = open(args.output, "w", encoding="utf-8")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            _err(f"--output {args.output}: {exc.strerror or exc}")
+            return EXIT_USAGE
+    else:
+        out = sys.stdout
+    writer = RowWriter(out)
+    try:
+        stats = replay_sources(
+            args.sources, flags, writer.write, timeout_ms=args.timeout_ms, source_format=args.source_format
+        )
+    except SourceError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    if args.stats:
+        print(stats.format_text(), file=sys.stderr)
+    if args.stats_json:
+        with open(args.stats_json, "w", encoding="utf-8") as f:
+            json.dump(stats.as_dict(), f, indent=1, sort_keys=True)
+            f.write("\n")
+    if not stats.ledger.balanced:
+        _err(
+            f"record ledger does not balance: {stats.ledger.unaccounted} record(s) unaccounted (a kaudit bug)"
+        )
+        return EXIT_LEDGER
+    return EXIT_OK
