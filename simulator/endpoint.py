@@ -440,6 +440,11 @@ class EndpointServer:
                 data = conn.sock.recv(MAX_PACKET)
             except (BlockingIOError, InterruptedError):
                 return
+            except ConnectionResetError:
+                # the peer closed with our packets unread: unix sockets report ECONNRESET once
+                # (sk_err), and what the peer sent before closing is still queued behind it
+                conn.write_failed = True
+                continue
             except OSError:
                 self._close(conn)
                 return

@@ -570,14 +570,7 @@ class AuditKernel:
 
     def _ack(self, client: Client, msg: nl.NetlinkMessage, err: int) -> None:
         """netlink_ack(): the request header only for a plain ACK, the whole request otherwise."""
-        if err and not client.cap_ack:
-            flags = 0
-            echoed = msg.payload + b"\0" * (nl.align(len(msg.payload)) - len(msg.payload))
-        else:
-            flags, echoed = nl.NLM_F_CAPPED, b""
-        hdr = _HDR.pack(nl.NLMSG_HDRLEN + len(msg.payload), msg.type, msg.flags, msg.seq, msg.pid)
-        payload = _I32.pack(err) + hdr + echoed
-        data = _HDR.pack(nl.NLMSG_HDRLEN + len(payload), nl.NLMSG_ERROR, flags, msg.seq, client.port_id) + payload
+        data = nl.ack_datagram(err, msg, client.port_id, cap_ack=client.cap_ack)
         self._out.append(Delivery(client, data, "reply"))
 
     # --- records ------------------------------------------------------------------------------

@@ -136,14 +136,30 @@ class NetlinkErrorReply:
 
 
 def error_payload(errno: int, request: NetlinkMessage, *, echo_payload: bool = False) -> bytes:
-    """nlmsgerr for ``request``: 0 = ACK, else -errno; the kernel echoes the request header
-    and, for errors, also the request payload (unless NETLINK_CAP_ACK is set)."""
-    code = 0 if errno == 0 else -abs(errno)
-    hdr_len = NLMSG_HDRLEN + len(request.payload)
-    echoed = _HDR.pack(hdr_len, request.type, request.flags, request.seq, request.pid)
+    """nlmsgerr for ``request``: 0 = ACK, else -errno (a positive ``errno`` is negated)."""
+    return nlmsgerr(0 if errno == 0 else -abs(errno), request, echo_payload=echo_payload)
+
+
+def nlmsgerr(code: int, request: NetlinkMessage, *, echo_payload: bool) -> bytes:
+    """``struct nlmsgerr`` as netlink_ack() writes it.
+
+    ``code`` goes on the wire as is (audit's lost reset answers with a positive count). The
+    kernel echoes the request header and, for errors without NETLINK_CAP_ACK, the request
+    payload too, padded to 4 bytes; the echoed header keeps the request's own length.
+    """
+    echoed = _HDR.pack(NLMSG_HDRLEN + len(request.payload), request.type, request.flags, request.seq, request.pid)
     if echo_payload:
-        echoed += request.payload
+        echoed += request.payload + b"\0" * (align(len(request.payload)) - len(request.payload))
     return _ERR.pack(code) + echoed
+
+
+def ack_datagram(code: int, request: NetlinkMessage, port_id: int, *, cap_ack: bool = False) -> bytes:
+    """The NLMSG_ERROR datagram netlink_ack() sends: a plain ACK (code 0) or a capped one echoes
+    only the header and carries NLM_F_CAPPED; an error echoes the whole request."""
+    echo = code != 0 and not cap_ack
+    payload = nlmsgerr(code, request, echo_payload=echo)
+    flags = 0 if echo else NLM_F_CAPPED
+    return _HDR.pack(NLMSG_HDRLEN + len(payload), NLMSG_ERROR, flags, request.seq, port_id) + payload
 
 
 def parse_error(payload: bytes) -> NetlinkErrorReply:
@@ -153,7 +169,9 @@ def parse_error(payload: bytes) -> NetlinkErrorReply:
     req = None
     if len(payload) >= 4 + NLMSG_HDRLEN:
         length, mtype, flags, seq, pid = _HDR.unpack_from(payload, 4)
-        req = NetlinkMessage(mtype, flags, seq, pid, bytes(payload[4 + NLMSG_HDRLEN :]))
+        # the echoed payload is padded; the echoed header's own length says where it ends
+        end = 4 + max(NLMSG_HDRLEN, min(length, len(payload) - 4))
+        req = NetlinkMessage(mtype, flags, seq, pid, bytes(payload[4 + NLMSG_HDRLEN : end]))
     return NetlinkErrorReply(code, req)
 
 
