@@ -14,7 +14,12 @@ traffic is handled inside and never reaches the caller:
 * **pid lost**: a status whose pid is not ours while we are the registered daemon means
   another process took the audit connection (or the kernel dropped ours). It is reported
   either way, and with ``persist`` (``--audit_persist``) we register again. An AUDIT_REPLACE
-  message (the kernel probing us because someone else tries to register) is counted.
+  message (the kernel probing us because someone else tries to register) is counted;
+* **audit disabled**: a status with ``enabled == 0`` (``auditctl -e 0`` from another process:
+  the kernel then generates no records at all, so nothing else would show it) is counted as
+  ``kernel_disabled``, once per time it is seen switched off; with ``persist`` and a
+  ``reenable`` callable (given only when the configuration is ours to change) we switch it
+  back on, as we take the daemon pid back.
 
 Why batches: a later change moves ``drain`` to its own thread feeding a queue; keeping the
 receive path a single call that returns plain messages makes that a small change.
@@ -54,6 +59,9 @@ class KernelCounters:
     pid_retaken: int = 0
     pid_retake_failed: int = 0
     replace_probes: int = 0  # AUDIT_REPLACE: someone tried to register while we were daemon
+    kernel_disabled: int = 0  # times a status reply showed audit switched off (enabled == 0)
+    kernel_reenabled: int = 0
+    kernel_reenable_failed: int = 0
     stray: int = 0  # control messages that belonged to no exchange of ours
 
     def as_dict(self) -> dict[str, int]:
@@ -68,6 +76,9 @@ class KernelCounters:
             "pid_retaken": self.pid_retaken,
             "pid_retake_failed": self.pid_retake_failed,
             "replace_probes": self.replace_probes,
+            "kernel_disabled": self.kernel_disabled,
+            "kernel_reenabled": self.kernel_reenabled,
+            "kernel_reenable_failed": self.kernel_reenable_failed,
         }
 
 
@@ -76,7 +87,9 @@ class Reader:
 
     ``pid`` is the pid we registered as daemon (None when reading the multicast copy: then a
     foreign pid is nobody's business). ``retake`` registers us again (``KernelConfig.retake_pid``);
-    it is called only with ``persist``. ``warn`` receives one line per notable change.
+    it is called only with ``persist``, as is ``reenable`` (sets enabled=1 again after someone
+    switched audit off; pass it only when configuring the kernel is allowed).
+    ``warn`` receives one line per notable change.
     ``clock`` is monotonic seconds (tests pass a fake).
     """
 
@@ -87,6 +100,7 @@ class Reader:
         pid: int | None = None,
         persist: bool = True,
         retake: Callable[[], None] | None = None,
+        reenable: Callable[[], None] | None = None,
         status_interval: float = 5.0,
         batch_max: int = 1024,
         warn: Callable[[str], None] | None = None,
@@ -96,6 +110,7 @@ class Reader:
         self.pid = pid
         self.persist = persist
         self._retake = retake
+        self._reenable = reenable
         self.status_interval = status_interval
         self.batch_max = batch_max
         self._warn = warn or (lambda msg: None)
@@ -107,6 +122,13 @@ class Reader:
         self._polling = True
         self._foreign_pid: int | None = None
         self._retake_error = ""
+        self._disabled_seen = False
+        self._reenable_error = ""
+
+    @property
+    def polling(self) -> bool:
+        """False once the kernel refused our status polls (no status reply will come)."""
+        return self._polling
 
     # ---- the receive path --------------------------------------------------------------
 
@@ -189,6 +211,7 @@ class Reader:
         c.backlog = st.backlog
         if st.backlog > c.backlog_max:
             c.backlog_max = st.backlog
+        self._check_enabled(st)
         if self.pid is None or st.pid == self.pid:
             self._foreign_pid = None
             return
@@ -215,3 +238,36 @@ class Reader:
                 self._foreign_pid = None
                 self._warn(f"re-took the audit daemon registration (pid {self.pid})")
                 self.request_status()
+
+    def _check_enabled(self, st: AuditStatus) -> None:
+        """Count audit switched off; switch it back on with ``persist`` (see the module doc)."""
+        c = self.counters
+        if st.enabled != 0:
+            self._disabled_seen = False
+            return
+        if not self._disabled_seen:
+            self._disabled_seen = True
+            c.kernel_disabled += 1
+            can = self.persist and self._reenable is not None
+            action = (
+                "re-enabling it (--audit_persist)"
+                if can
+                else "not re-enabling it ("
+                + ("--audit_persist is off" if self._reenable is not None else "configuration is not ours")
+                + ")"
+            )
+            self._warn(f"kernel audit is disabled (enabled=0): no records are generated; {action}")
+        if not (self.persist and self._reenable is not None):
+            return
+        try:
+            self._reenable()
+        except Exception as exc:  # noqa: BLE001 - reported, reading goes on
+            c.kernel_reenable_failed += 1
+            if c.kernel_reenable_failed == 1 or self._reenable_error != str(exc):
+                self._warn(f"re-enabling kernel audit failed: {exc}")
+            self._reenable_error = str(exc)
+        else:
+            c.kernel_reenabled += 1
+            self._disabled_seen = False
+            self._warn("re-enabled kernel audit (enabled=1)")
+            self.request_status()

@@ -19,7 +19,6 @@ allow it.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import shutil
@@ -340,21 +339,20 @@ def _remove(cli: Any, container: Any, name: str) -> None:
 @contextlib.contextmanager
 def live_lock(timeout: float = 600.0) -> Iterator[None]:
     """Hold the exclusive flock on /tmp/kaudit-live.lock, which serialises changes to the kernel's
-    audit state on this machine (a container cannot take it: the host process does)."""
-    with open(LIVE_LOCK, "a+") as f:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise ContainerError(f"{LIVE_LOCK} stayed locked for {timeout:g}s (another live run?)") from None
-                time.sleep(0.2)
+    audit state on this machine (a container cannot take it: the host process does).
+
+    Taken through ``collector.transport.live_lock``, which is re-entrant within the process: a
+    caller that already holds it (the ``live_audit`` fixture, ``kaudit verify``) is not blocked
+    by its own lock, as it would be by a second open() of the file.
+    """
+    from collector.transport import live_lock as _transport_live_lock
+
+    with contextlib.ExitStack() as held:
         try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+            held.enter_context(_transport_live_lock(str(LIVE_LOCK), timeout=timeout))
+        except TimeoutError:
+            raise ContainerError(f"{LIVE_LOCK} stayed locked for {timeout:g}s (another live run?)") from None
+        yield
 
 
 def probe(*, full: bool = False, timeout: float = 60.0, **run_options: Any) -> dict[str, Any]:

@@ -7,7 +7,14 @@ kernel) connected to it over ``unix:PATH``, in a thread of this process. The sce
 messages go through the kernel model, so the model decides who receives a record (the
 registered daemon in the unicast short form, multicast readers with the true length) just
 as the kernel would; faults are injected on top of the model's and the endpoint's public
-API (docs/internals.md, "Faults").
+API (docs/internals.md, "Faults"): ``AuditKernel.refuse``, ``phantom_daemon``,
+``lose_records``, ``emit_record`` (which makes nothing while audit is off), and
+``EndpointServer.inject_error`` / ``send_datagram`` / ``pending_bytes``.
+
+The same :class:`Feeder` serves a scenario to a collector this module does not run:
+:func:`attach_scenario` (``kaudit simulate --listen unix:PATH SCENARIO``) loads the scenario's
+kernel state into a served model and replays its messages once some client has registered as
+the audit daemon or joined the multicast group, because only then would a kernel deliver them.
 
 Determinism: records keep their recorded ``audit(...)`` stamps (rows carry the audit time),
 but their *serials* are shifted onto the model's own serial line, so that the records the
@@ -20,14 +27,10 @@ from __future__ import annotations
 
 import contextlib
 import errno as errno_mod
-import fcntl
 import io
 import json
-import os
 import re
-import struct
 import tempfile
-import termios
 import threading
 import time
 from collections.abc import Callable
@@ -42,28 +45,38 @@ from collector.protocol.status import STATUS_FIELDS, AuditStatus
 from .check import RunResult
 from .scenario import Fault, KernelState, Message, Scenario, ScenarioError
 
-__all__ = ["CollectorRun", "build_kernel", "flatten_counters", "run_scenario", "scenario_flags"]
+__all__ = [
+    "CollectorRun",
+    "Feeder",
+    "ScenarioFeed",
+    "attach_scenario",
+    "build_kernel",
+    "flatten_counters",
+    "reader_clients",
+    "run_scenario",
+    "scenario_flags",
+]
 
-_PREFIX = struct.Struct("<I")
 _STAMP_RE = re.compile(rb"^audit\((\d+)\.(\d+):(\d+)\)")
-_STATUS_MASK_PID = 0x4
 _STATUS_MASK_ENABLED = 0x1
 
 
 # --------------------------------------------------------------------------- kernel
 
 
-def build_kernel(state: KernelState, *, path: str = "<scenario>") -> Any:
+def build_kernel(state: KernelState, *, path: str = "<scenario>", kernel: Any = None) -> Any:
     """An AuditKernel in the scenario's initial state (status, rules, immutable, refusals).
 
-    ``refuse`` is installed by wrapping the model's request handler for this instance: the
-    kernel answers the listed request types with the errno before looking at them (the model
-    has no public hook for a policy refusal; see the report in docs/internals.md "Faults").
+    ``kernel``: load the state into this model instead of a new one (one already served by an
+    endpoint; its other state, e.g. from ``--from-kernel``, stays). ``refuse`` goes to the
+    model's own hook (``AuditKernel.refuse``): the listed request types are answered with the
+    errno after the permission checks, as an LSM refuses them.
     """
     from collector.protocol.auditctl import parse_rule
     from simulator.kernel import AuditKernel
 
-    kernel = AuditKernel()
+    if kernel is None:
+        kernel = AuditKernel()
     status = dict(state.status)
     if state.immutable:
         status["enabled"] = 2
@@ -82,17 +95,9 @@ def build_kernel(state: KernelState, *, path: str = "<scenario>") -> Any:
         raise ScenarioError(path, None, f"kernel: {exc}") from None
     if locked:
         kernel.enabled = 2
-    if state.refuse:
-        refuse = {record_type_number(name): err for name, err in state.refuse.items()}
-        original = kernel._receive_msg  # noqa: SLF001 - no public hook for a refused request
-
-        def receive_msg(req: Any) -> int:
-            err = refuse.get(req.msg.type)
-            if err:
-                return -err
-            return original(req)
-
-        kernel._receive_msg = receive_msg  # noqa: SLF001
+    for name, err in state.refuse.items():
+        if err:  # 0 would answer "done" without doing it
+            kernel.refuse[record_type_number(name)] = abs(err)
     return kernel
 
 
@@ -118,8 +123,10 @@ class CollectorRun:
 
     ``tap`` sees every transport the collector opens (the recorder wraps their receive
     path). ``ready`` is set once the collector has configured the kernel and read its first
-    status (its baseline for the kernel's lost counter). Rows come back as dicts, counters
-    flattened (:func:`flatten_counters`).
+    status (its baseline for the kernel's lost counter): the Collector's own ready hook.
+    ``exclude_pids``: None leaves out our own pid on the real kernel only; a replay's recorded
+    pids have nothing to do with this process (one equal to ours must keep its rows). Rows
+    come back as dicts, counters flattened (:func:`flatten_counters`).
     """
 
     endpoint: str
@@ -127,6 +134,7 @@ class CollectorRun:
     status_interval: float = 0.2
     tap: Callable[[Any], None] | None = None
     state_path: Any = None
+    exclude_pids: Any = None  # Iterable[int] | None
     rows: list[dict[str, Any]] = field(default_factory=list)
     counters: dict[str, int] = field(default_factory=dict)
     error: str | None = None
@@ -149,13 +157,16 @@ class CollectorRun:
                 tap(t)
             return t
 
+        exclude = self.exclude_pids
+        if exclude is None and self.endpoint != "kernel":
+            exclude = ()
         self.collector = Collector(
             self.endpoint, flags, self._out, status_interval=self.status_interval,
-            transport_factory=factory, state_path=self.state_path,
+            transport_factory=factory, state_path=self.state_path, exclude_pids=exclude,
+            on_ready=lambda _c: self.ready.set(),
         )
         self.thread = threading.Thread(target=self._main, name="kaudit-collector", daemon=True)
         self.thread.start()
-        threading.Thread(target=self._watch_ready, name="kaudit-ready", daemon=True).start()
         return self
 
     def _main(self) -> None:
@@ -184,17 +195,7 @@ class CollectorRun:
             self.counters["config.restore_errors"] = len(col.restore_errors)
             self.warnings.extend(col.restore_errors)
             self.rows = [json.loads(line) for line in self._out.getvalue().splitlines() if line.strip()]
-            self.ready.set()
-
-    def _watch_ready(self) -> None:
-        """Ready = configured and the first status reply read (or the run already over)."""
-        col = self.collector
-        while self.thread is not None and self.thread.is_alive():
-            reader = col.reader
-            if reader is not None and reader.counters.status_polls >= 1:
-                break
-            time.sleep(0.005)
-        self.ready.set()
+            self.ready.set()  # never leave a waiter hanging: error/counters say how it ended
 
     @property
     def found(self) -> Any:
@@ -240,67 +241,72 @@ def flatten_counters(d: dict[str, Any], prefix: str = "") -> dict[str, int]:
 # --------------------------------------------------------------------------- serving
 
 
-class _Feeder:
-    """Sends the scenario's steps through the endpoint, applying faults."""
+def reader_clients(server: Any) -> list[Any]:
+    """The sockets a kernel would deliver records to that someone is reading: the registered
+    daemon's, then the multicast members', each with a live endpoint connection (the model's
+    stand-ins for other processes, such as a phantom daemon, have none)."""
+    served = {id(c) for c in server.clients()}
 
-    def __init__(self, sc: Scenario, server: Any, collector: CollectorRun) -> None:
+    def pick(k: Any) -> list[Any]:
+        out = []
+        daemon = k.clients.get(k.auditd_port) if k.auditd_pid else None
+        if daemon is not None and daemon.alive:
+            out.append(daemon)
+        out.extend(m for m in k.members if m.alive and m.groups & 1 and m is not daemon)
+        return out
+
+    return [c for c in server.call(pick) if id(c) in served]
+
+
+class Feeder:
+    """Sends a scenario's steps through the endpoint, applying faults.
+
+    ``collector`` is anything with an ``error`` attribute (None while the reader is fine): the
+    feeder gives up when it is set. ``our_pid``: the daemon pid a ``steal_pid`` fault waits to
+    see registered again (None: the one registered when the fault comes). ``stop``: an event
+    that ends the feed early (the server is going away).
+    """
+
+    def __init__(self, sc: Scenario, server: Any, collector: Any = None, *, stop: threading.Event | None = None) -> None:
         self.sc = sc
         self.server = server
         self.kernel = server.kernel
         self.collector = collector
+        self.stop = stop if stop is not None else threading.Event()
         self.t0 = time.monotonic()
         self.offset: int | None = None  # recorded serial -> model serial
         self.last_old_serial: int | None = None
         self.model_mark = 0  # model serial after our last emission
-        self.our_pid = os.getpid()
+        self.our_pid: int | None = None
         self.thief: Any = None
-        self.admin: Any = None
+        self.sent = 0  # messages handed to the model or the endpoint
 
     # ---- helpers ------------------------------------------------------------------------
 
+    def _failed(self) -> bool:
+        return self.stop.is_set() or bool(self.collector is not None and self.collector.error)
+
     def _reader_clients(self) -> list[Any]:
         """The collector's receiving sockets: the registered daemon, else multicast members."""
-        k = self.kernel
-        out = []
-        with self.server._lock:  # noqa: SLF001 - consistent view of the model's clients
-            if k.auditd_pid == self.our_pid and k.auditd_port in k.clients:
-                out.append(k.clients[k.auditd_port])
-            out.extend(m for m in k.members if m.alive and m.pid == self.our_pid and m not in out)
-        return out
+        return reader_clients(self.server)
 
     def _wait(self, cond: Callable[[], bool], timeout: float, step: float = 0.01) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if cond():
                 return True
-            if self.collector.error:
+            if self._failed():
                 return False
             time.sleep(step)
         return cond()
 
     def wait_drained(self, timeout: float = 10.0) -> bool:
-        """Until the model's queue is empty and the collector has read every packet sent."""
+        """Until the model's queue is empty and every client has read every packet sent to it."""
 
         def drained() -> bool:
-            with self.server._lock:  # noqa: SLF001
-                if self.kernel.backlog:
-                    return False
-                for c in self.server.clients():
-                    conn = c.handle
-                    if getattr(conn, "out", None):
-                        return False
-                    sock = getattr(conn, "sock", None)
-                    if sock is None or getattr(conn, "closed", True):
-                        continue
-                    try:
-                        pending = struct.unpack(
-                            "i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
-                        )[0]
-                    except OSError:
-                        pending = 0
-                    if pending:
-                        return False
-            return True
+            if self.server.call(lambda k: k.backlog):
+                return False
+            return not any(self.server.pending_bytes(c.port_id) for c in self.server.clients() if c.bound)
 
         return self._wait(drained, timeout)
 
@@ -311,23 +317,16 @@ class _Feeder:
             self._wait(lambda: self.kernel.backlog < limit // 2 + 1, 10.0, 0.002)
 
     def _send_packet(self, data: bytes, sender: int = 0) -> None:
-        """One packet straight to the collector's reading socket(s), bypassing the model."""
+        """One datagram straight to the collector's reading socket(s), past the model."""
         self.wait_drained(5.0)  # keep the order: everything the model queued goes first
-        packet = _PREFIX.pack(sender & 0xFFFFFFFF) + data
-        clients = self._reader_clients()
-
-        def push(_k: Any) -> None:
-            for c in clients:
-                conn = c.handle
-                if conn is None or getattr(conn, "closed", True):
-                    continue
-                conn.out.append(packet)
-                conn.out_bytes += len(packet)
-
-        self.server.call(push)
+        for c in self._reader_clients():
+            self.server.send_datagram(c.port_id, data, sender=sender)
 
     def _map_serial(self, payload: bytes) -> bytes:
-        """Move a recorded record onto the model's serial line (see module doc)."""
+        """Move a recorded record onto the model's serial line (see module doc).
+
+        Call with the server's lock held (inside ``server.call``): it moves the model's serial.
+        """
         m = _STAMP_RE.match(payload)
         if not m:
             return payload
@@ -347,6 +346,12 @@ class _Feeder:
         self.model_mark = k.serial
         return payload[: m.start(3)] + str(new).encode() + payload[m.end(3) :]
 
+    def _serial_state(self) -> tuple[Any, ...]:
+        return (self.offset, self.last_old_serial, self.model_mark, self.kernel.serial)
+
+    def _restore_serial_state(self, state: tuple[Any, ...]) -> None:
+        self.offset, self.last_old_serial, self.model_mark, self.kernel.serial = state
+
     # ---- steps --------------------------------------------------------------------------
 
     def run(self) -> None:
@@ -356,7 +361,7 @@ class _Feeder:
         sender = 0
         truncate: int | None = None
         while i < len(steps):
-            if self.collector.error:
+            if self._failed():
                 return
             s = steps[i]
             i += 1
@@ -400,7 +405,7 @@ class _Feeder:
                     self._send_packet(s.message.datagram())
                 elif s.kind == "delay":
                     self.wait_drained(5.0)
-                    time.sleep(s.seconds)
+                    self.stop.wait(s.seconds)
                 elif s.kind == "steal_pid":
                     self._steal_pid(s)
                 elif s.kind == "disable":
@@ -409,6 +414,7 @@ class _Feeder:
             self._timing(s)
             for _ in range(1 + dup):
                 self._send(s, sender=sender, truncate=truncate)
+            self.sent += 1
             dup, sender, truncate = 0, 0, None
 
     def _timing(self, m: Message) -> None:
@@ -417,17 +423,28 @@ class _Feeder:
             due = self.t0 + m.at / max(t.speed, 1e-6)
             delay = due - time.monotonic()
             if delay > 0:
-                time.sleep(delay)
+                self.stop.wait(delay)
 
     def _send(self, m: Message, *, sender: int, truncate: int | None) -> None:
-        if self.kernel.enabled == 0 and m.is_record and m.kind == "record":
-            return  # audit is off: the kernel would not have generated this record
         if m.kind == "record" and not sender and truncate is None:
-            payload = self._map_serial(m.payload)
             self._pace()
-            self.server.emit_record(m.type, payload)
+
+            def emit(k: Any) -> int | None:
+                before = self._serial_state()
+                serial = k.emit_record(m.type, self._map_serial(m.payload))
+                if serial is None and k.enabled == 0:
+                    # audit is off: the kernel made nothing, and so used no serial either
+                    self._restore_serial_state(before)
+                return serial
+
+            self.server.call(emit)
             return
-        payload = self._map_serial(m.payload) if m.kind == "record" else m.payload
+        if m.kind == "record" and self.kernel.enabled == 0:
+            return  # past the model, but a record all the same: audit off, the kernel made none
+        if m.kind == "record":
+            payload = self.server.call(lambda _k: self._map_serial(m.payload))
+        else:
+            payload = m.payload
         if m.raw is not None:
             data = m.raw
         else:
@@ -439,9 +456,13 @@ class _Feeder:
 
     def _lose(self, m: Message) -> None:
         """A message the kernel generated but lost: its serial is consumed, lost grows."""
-        if m.kind == "record":
-            self._map_serial(m.payload)
-        self.server.call(lambda k: setattr(k, "lost", (k.lost + 1) & 0xFFFFFFFF))
+
+        def lose(k: Any) -> None:
+            if m.kind == "record":
+                self._map_serial(m.payload)
+            k.lose_records(1)
+
+        self.server.call(lose)
 
     @staticmethod
     def _interleave(steps: list, start: int, nevents: int) -> None:
@@ -470,61 +491,148 @@ class _Feeder:
         for j, m in zip(idx, mixed, strict=True):
             steps[j] = m
 
-    def _other_process(self, pid: int, comm: bytes) -> Any:
-        """A netlink socket of another process in the model (it has no connection to serve)."""
-        k = self.kernel
-        client = k.connect(pid, comm=comm, exe=b"/usr/sbin/" + comm)
-        k.bind(client)
-        return client
-
-    def _status_request(self, client: Any, **fields: int) -> None:
-        mask = 0
-        st = AuditStatus()
-        for name, value in fields.items():
-            setattr(st, name, value)
-            mask |= {"pid": _STATUS_MASK_PID, "enabled": _STATUS_MASK_ENABLED}[name]
-        st.mask = mask
-        req = nl.encode(nl.NetlinkMessage(AUDIT_SET, nl.NLM_F_REQUEST | nl.NLM_F_ACK, 1, 0, st.encode()))
-        self.kernel.receive(client, req)
-
     def _steal_pid(self, f: Fault) -> None:
-        """Another process registers as the daemon.
+        """Another process registers as the daemon, then dies without unregistering.
 
-        The kernel lets a new daemon in only when the registered one looks dead
-        (audit_replace() fails), so the collector's socket is marked unreachable for that
-        one request; the thief then exits without unregistering, as a crashed auditd
-        does. The collector sees a foreign pid in its next status and takes it back.
+        ``phantom_daemon`` is the registration (our daemon gets the kernel's AUDIT_REPLACE);
+        closing its socket at once is a crashed auditd: the kernel forgets it at the next send
+        that fails. The collector sees a foreign pid (or none) in its next status and takes it
+        back; we wait for that before going on.
         """
         self.wait_drained(5.0)
-        ours = self._reader_clients()
 
-        def steal(k: Any) -> None:
-            thief = self._other_process(f.pid, b"auditd")
-            saved = [(c, c.alive) for c in ours]
-            for c, _ in saved:
-                c.alive = False
-            try:
-                self._status_request(thief, pid=f.pid)
-            finally:
-                for c, alive in saved:
-                    c.alive = alive
-            k.disconnect(thief)
-            self.thief = thief
+        def steal(k: Any) -> int:
+            owner = k.auditd_pid
+            self.thief = k.phantom_daemon(f.pid)
+            k.disconnect(self.thief)
+            return owner
 
-        self.server.call(steal)
-        self._wait(lambda: self.kernel.auditd_pid == self.our_pid, self.sc.timing.fault_wait)
+        owner = self.server.call(steal)
+        want = self.our_pid or owner
+        if want:
+            self._wait(lambda: self.kernel.auditd_pid == want, self.sc.timing.fault_wait)
 
     def _disable(self, f: Fault) -> None:
         """``auditctl -e 0`` from another process; wait for the collector to enable it again."""
         self.wait_drained(5.0)
 
         def disable(k: Any) -> None:
-            admin = self._other_process(1, b"auditctl")
-            self._status_request(admin, enabled=0)
+            admin = k.connect(1, comm=b"auditctl", exe=b"/usr/sbin/auditctl")
+            k.bind(admin)
+            st = AuditStatus()
+            st.enabled = 0
+            st.mask = _STATUS_MASK_ENABLED
+            k.receive(admin, nl.encode(nl.NetlinkMessage(AUDIT_SET, nl.NLM_F_REQUEST | nl.NLM_F_ACK, 1, 0, st.encode())))
             k.disconnect(admin)
 
         self.server.call(disable)
         self._wait(lambda: self.kernel.enabled != 0, self.sc.timing.fault_wait)
+
+
+_Feeder = Feeder  # the name simulator/wrap.py looked for before Feeder was public
+
+
+# --------------------------------------------------------------------------- attach (kaudit simulate)
+
+
+class ScenarioFeed:
+    """A scenario served by a running endpoint to whichever client reads it (see
+    :func:`attach_scenario`). ``done`` is set when every message was sent and read (or the feed
+    ended early: ``error`` says why); ``feeder`` is the :class:`Feeder` once replay began."""
+
+    def __init__(
+        self,
+        server: Any,
+        sc: Scenario,
+        *,
+        log: Callable[[str], None] | None = None,
+        quiet: float = 0.3,
+        settle_max: float = 5.0,
+    ) -> None:
+        self.server = server
+        self.sc = sc
+        self.log = log or (lambda _m: None)
+        self.quiet = quiet
+        self.settle_max = settle_max
+        self.done = threading.Event()
+        self.started = threading.Event()
+        self.error: str | None = None
+        self.reader: Any = None  # the first reading client (kernel.Client)
+        self.feeder: Feeder | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="kaudit-scenario-feed", daemon=True)
+
+    def start(self) -> ScenarioFeed:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    def _main(self) -> None:
+        try:
+            self._serve()
+        except Exception as exc:  # noqa: BLE001 - the server goes on; say why the feed stopped
+            if not self._stop.is_set():
+                self.error = f"replaying {self.sc.path or self.sc.name} failed: {type(exc).__name__}: {exc}"
+                self.log(self.error)
+        finally:
+            self.done.set()
+
+    def _serve(self) -> None:
+        # 1. a reader: the kernel delivers records only to a registered daemon or to multicast
+        #    members, and makes none while audit is off
+        while not self._stop.is_set():
+            readers = reader_clients(self.server)
+            if readers and self.server.kernel.enabled:
+                self.reader = readers[0]
+                break
+            self._stop.wait(0.02)
+        else:
+            return
+        # 2. let its configuration finish (rules, backlog ...): until its requests stop for a while
+        end = time.monotonic() + self.settle_max
+        seen, since = self.server.counters["datagrams"], time.monotonic()
+        while not self._stop.is_set() and time.monotonic() < end:
+            now = self.server.counters["datagrams"]
+            if now != seen:
+                seen, since = now, time.monotonic()
+            elif time.monotonic() - since >= self.quiet:
+                break
+            self._stop.wait(0.02)
+        if self._stop.is_set():
+            return
+        mode = "the audit daemon" if self.reader.port_id == self.server.kernel.auditd_port else "a multicast reader"
+        self.log(f"replaying {len(self.sc.messages())} message(s) to pid {self.reader.pid} ({mode})")
+        self.feeder = Feeder(self.sc, self.server, stop=self._stop)
+        self.started.set()
+        self.feeder.run()
+        if self._stop.is_set():
+            return
+        drained = self.feeder.wait_drained(10.0)
+        self.log(
+            f"scenario replayed: {self.feeder.sent} message(s) sent"
+            + ("" if drained else "; the client has not read all of them")
+        )
+
+
+def attach_scenario(
+    server: Any, source: str | Path | Scenario, *, log: Callable[[str], None] | None = None
+) -> ScenarioFeed:
+    """Serve ``source`` (a scenario file, pcap or audit log, or a loaded Scenario) on ``server``.
+
+    The scenario's initial kernel state is loaded into ``server.kernel`` at once (call this
+    before clients connect); its messages are replayed, with their timing and faults, once a
+    client has registered as the audit daemon or joined the multicast group and finished
+    configuring. Raises ScenarioError (``file:line: problem``) for a source that cannot be used.
+    """
+    from .scenario import load_any
+
+    sc = source if isinstance(source, Scenario) else load_any(source)
+    server.call(lambda k: build_kernel(sc.kernel, path=sc.path or sc.name, kernel=k))
+    return ScenarioFeed(server, sc, log=log).start()
 
 
 # --------------------------------------------------------------------------- entry point
@@ -559,12 +667,13 @@ def _run_scenario(sc: Scenario, ready_timeout: float) -> RunResult:
             if not collector.ready.wait(ready_timeout):
                 error = f"the collector was not ready within {ready_timeout} s"
             elif collector.error is None:
-                feeder = _Feeder(sc, server, collector)
+                feeder = Feeder(sc, server, collector)
                 deadline = t0 + sc.timing.timeout
                 runner = threading.Thread(target=feeder.run, name="kaudit-feeder", daemon=True)
                 runner.start()
                 runner.join(max(0.1, deadline - time.monotonic()))
                 if runner.is_alive():
+                    feeder.stop.set()
                     error = f"the scenario did not finish within its timeout of {sc.timing.timeout} s"
                 else:
                     feeder.wait_drained(max(0.1, min(10.0, deadline - time.monotonic())))

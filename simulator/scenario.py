@@ -41,6 +41,7 @@ __all__ = [
     "Scenario",
     "ScenarioError",
     "Timing",
+    "attach_scenario",
     "detect_format",
     "dump_scenario",
     "is_pcap",
@@ -764,6 +765,18 @@ def load_any(path: str | Path) -> Scenario:
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", p.name).strip("-") or "capture"
     return Scenario(name=name, path=str(p), description=f"imported from {p.name}", steps=list(msgs),
                     kernel=KernelState(status={"enabled": 1}), flags=list(CAPTURE_FLAGS))
+
+
+def attach_scenario(server: Any, path: str | Path | Scenario, **kw: Any) -> Any:
+    """Serve a scenario on a running simulator endpoint (``kaudit simulate ... SCENARIO``).
+
+    Loads it (ScenarioError on a bad file), puts its kernel state into ``server.kernel`` and
+    replays its messages once a client registers or joins the multicast group; the serving is
+    ``simulator.replay.attach_scenario``, which returns the running ``ScenarioFeed``.
+    """
+    from .replay import attach_scenario as attach
+
+    return attach(server, path, **kw)
 
 
 def detect_format(name: str, head: bytes) -> str | None:

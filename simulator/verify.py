@@ -7,8 +7,10 @@ each know, from their own ground truth, the rows they must cause; this module
 1. takes the live lock and records the kernel's audit status and rules;
 2. makes the test network (only if a selected workload needs it) and starts the wire capture;
 3. starts the collector as a subprocess (``kaudit collect --output FILE`` with sockets, failed,
-   unix, accept and fork events on) and waits for a *barrier*: a canary process whose row
-   must appear in the output, which proves the rules are in and rows flow;
+   unix, accept and fork events on; in its own process group and with ``--exit-with-parent``,
+   so that even a SIGKILLed verify leaves no collector configuring the kernel) and waits for a
+   *barrier*: a canary process whose row must appear in the output, which proves the rules
+   are in and rows flow;
 4. runs the workloads, one at a time, with a progress line;
 5. runs a closing barrier (every earlier event is then written), stops the collector;
 6. matches rows per workload: missing, unexpected (from the workload's pids), wrong values;
@@ -29,7 +31,6 @@ not start, lock busy), with the reason on stderr.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import shlex
@@ -567,27 +568,29 @@ class VerifyReport:
 
 @contextlib.contextmanager
 def live_lock(timeout: float, notify: Callable[[str], None]) -> Iterator[None]:
-    """The machine-wide lock every change to the kernel's audit state holds."""
-    with open(LIVE_LOCK, "a+") as fp:
-        deadline = time.monotonic() + timeout
-        told = False
+    """The machine-wide lock every change to the kernel's audit state holds.
+
+    Through ``collector.transport.live_lock`` (re-entrant within the process: a caller that
+    holds it already, such as a test fixture, is not blocked by its own lock); tried in short
+    steps so that the wait can be announced once.
+    """
+    from collector.transport import live_lock as _transport_live_lock
+
+    deadline = time.monotonic() + timeout
+    told = False
+    with contextlib.ExitStack() as held:
         while True:
             try:
-                fcntl.flock(fp, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                step = min(0.5, max(0.0, deadline - time.monotonic()))
+                held.enter_context(_transport_live_lock(str(LIVE_LOCK), timeout=step))
                 break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise VerifyError(
-                        f"{LIVE_LOCK} stayed locked for {timeout:.0f}s (another live run?)"
-                    ) from None
+            except TimeoutError:
+                if time.monotonic() >= deadline:
+                    raise VerifyError(f"{LIVE_LOCK} stayed locked for {timeout:.0f}s (another live run?)") from None
                 if not told:
                     notify(f"waiting for {LIVE_LOCK} (another live run holds it)")
                     told = True
-                time.sleep(0.2)
-        try:
-            yield
-        finally:
-            fcntl.flock(fp, fcntl.LOCK_UN)
+        yield
 
 
 class RowTail:
@@ -639,6 +642,9 @@ def default_collector(output: Path) -> list[str]:
         "--output",
         str(output),
         "--no-lock",
+        # a verify that is SIGKILLed cannot stop its collector: the collector stops by itself
+        "--exit-with-parent",
+        str(os.getpid()),
         *COLLECTOR_FLAGS,
     ]
 
@@ -816,8 +822,17 @@ class LiveRun:
         self.tail = RowTail(rows_file)
         log = open(self.collector_log, "wb")
         try:
+            # its own process group: a Ctrl-C or a kill of verify's group does not reach the
+            # collector, which verify stops itself (SIGTERM, so it restores), or which stops by
+            # itself when verify is gone (--exit-with-parent)
             self.collector = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, close_fds=True
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                close_fds=True,
+                process_group=0,
             )
         except OSError as exc:
             raise VerifyError(f"cannot start the collector ({shlex.join(argv)}): {exc}") from exc

@@ -262,3 +262,85 @@ def test_closed_endpoint_raises():
     t = Scripted([TransportEvent("closed", 0, "bye")])
     with pytest.raises(ConnectionError, match="closed"):
         Reader(t, status_interval=3600).drain(0)
+
+
+def _disabled_msg(enabled: int, pid: int = 777) -> nl.NetlinkMessage:
+    return nl.NetlinkMessage(AUDIT_GET, 0, 1, 0, AuditStatus(enabled=enabled, pid=pid).encode())
+
+
+def _run_statuses(reader: Reader, clock: list[float], n: int) -> None:
+    for i in range(n):
+        clock[0] = i * 2
+        reader.drain(0)
+
+
+def test_a_disabled_kernel_is_counted_once_per_switch_off_and_left_off_without_persist():
+    t = Scripted([[_disabled_msg(0)], [_disabled_msg(0)], [_disabled_msg(1)], [_disabled_msg(0)]])
+    calls: list[int] = []
+    warnings: list[str] = []
+    clock = [0.0]
+    reader = Reader(t, pid=777, persist=False, reenable=lambda: calls.append(1), status_interval=1,
+                    warn=warnings.append, clock=lambda: clock[0])
+    _run_statuses(reader, clock, 4)
+    c = reader.counters
+    assert (c.kernel_disabled, c.kernel_reenabled, c.kernel_reenable_failed) == (2, 0, 0)
+    assert calls == []
+    assert sum("kernel audit is disabled" in w and "--audit_persist is off" in w for w in warnings) == 2
+    assert reader.counters.as_dict()["kernel_disabled"] == 2
+
+
+def test_persist_reenables_a_disabled_kernel_and_reports_failures_once():
+    t = Scripted([[_disabled_msg(0)], [_disabled_msg(0)], [_disabled_msg(0)], [_disabled_msg(1)]])
+    outcomes = [OSError(errno.EPERM, "kernel answered EPERM"), OSError(errno.EPERM, "kernel answered EPERM"), None]
+    warnings: list[str] = []
+
+    def reenable():
+        exc = outcomes.pop(0)
+        if exc is not None:
+            raise exc
+
+    clock = [0.0]
+    reader = Reader(t, pid=777, persist=True, reenable=reenable, status_interval=1,
+                    warn=warnings.append, clock=lambda: clock[0])
+    _run_statuses(reader, clock, 4)
+    c = reader.counters
+    assert (c.kernel_disabled, c.kernel_reenable_failed, c.kernel_reenabled) == (1, 2, 1)
+    assert outcomes == []
+    assert sum("re-enabling kernel audit failed" in w for w in warnings) == 1
+    assert any("re-enabled kernel audit" in w for w in warnings)
+
+
+def test_without_a_reenable_callable_a_disabled_kernel_is_only_counted():
+    t = Scripted([[_disabled_msg(0, pid=0)]])
+    warnings: list[str] = []
+    reader = Reader(t, pid=None, persist=True, status_interval=1, warn=warnings.append)
+    reader.drain(0)
+    assert reader.counters.kernel_disabled == 1 and reader.counters.kernel_reenabled == 0
+    assert any("configuration is not ours" in w for w in warnings)
+
+
+def test_collector_reenables_the_simulated_kernel_after_auditctl_e_0(sim):
+    """End to end in the model: a config-owning collector with persist switches audit back on."""
+    import io
+    import threading
+
+    from collector.commands.collect import COLLECT_DEFAULTS, Collector
+
+    col = Collector("unused", COLLECT_DEFAULTS, io.StringIO(), status_interval=0.1,
+                    transport_factory=lambda *_a, **_k: sim.connect())
+    th = threading.Thread(target=col.run, daemon=True)
+    th.start()
+    try:
+        assert col.ready.wait(10)
+        admin = sim.connect()
+        admin.request(AUDIT_SET, status_set(enabled=0).encode())
+        end = time.monotonic() + 10
+        while sim.call(lambda k: k.enabled) != 1:
+            assert time.monotonic() < end, "the collector did not switch audit back on"
+            time.sleep(0.02)
+        assert col.reader is not None and col.reader.counters.kernel_disabled == 1
+        assert col.reader.counters.kernel_reenabled == 1
+    finally:
+        col.stop.reason = "test done"
+        th.join(10)
+    assert sim.call(lambda k: k.enabled) == 1  # the state found at start (the fixture's kernel)

@@ -10,29 +10,29 @@ The run, in order (docs/collector.md has the whole story):
    failure mode, enable, the tables' rules. Immutable or refused: read the multicast copy;
 3. read (``collector.reader``) and push every record through ``collector.pipeline``; the rows
    of each event are written (and flushed) as the event completes;
-4. on the end of ``--duration``, SIGINT, SIGTERM or SIGHUP: delete our rules, read what the
-   kernel had already queued, restore everything else, complete the events still open,
-   print ``--stats``.
+4. on the end of ``--duration``, SIGINT, SIGTERM or SIGHUP (or, with ``--exit-with-parent``,
+   the death of the process that started us): delete our rules, read what the kernel had
+   already queued, restore everything else, complete the events still open, print ``--stats``.
 
 Signals only set a flag; the loop looks at it at least every ``POLL_SECONDS``. So a signal never
 lands in the middle of a kernel request, and the restore runs to its end once started.
 
-Exit codes: 0 after ``--duration`` (or the endpoint closing), 128+N after signal N (130 for
-SIGINT, 143 for SIGTERM), 1 if restoring the kernel's state failed, 2 for a usage or
-environment problem (unknown flag, kernel audit unreachable, configuration refused).
+Exit codes: 0 after ``--duration`` (or the endpoint closing, or the parent's end), 128+N after
+signal N (130 for SIGINT, 143 for SIGTERM), 1 if restoring the kernel's state failed, 2 for a
+usage or environment problem (unknown flag, kernel audit unreachable, configuration refused).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import json
 import os
 import signal
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import IO
 
 from collector.config import ConfigError, KernelConfig, UnsafeSetting, default_state_path
@@ -62,15 +62,25 @@ def _info(msg: str) -> None:
 
 
 class _StopFlag:
-    """Set by the signal handlers (or the duration); read by the loop."""
+    """Set by the signal handlers (or the duration); read by the loop.
 
-    __slots__ = ("signum", "reason")
+    ``parent``: the pid that started us, when we must not outlive it (``--exit-with-parent``):
+    reading the flag then also looks at ``getppid()``. A parent that is SIGKILLed cannot stop
+    us, and a collector left running keeps the kernel configured, so we stop (and restore)
+    as soon as we are re-parented.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("signum", "reason", "parent")
+
+    def __init__(self, parent: int | None = None) -> None:
         self.signum: int | None = None
         self.reason = ""
+        self.parent = parent
 
     def __bool__(self) -> bool:
+        if not self.reason and self.parent is not None and os.getppid() != self.parent:
+            self.reason = f"parent process {self.parent} exited"
+            _info(f"{self.reason}: stopping")
         return bool(self.reason)
 
     def handler(self, signum: int, _frame: object) -> None:
@@ -99,38 +109,36 @@ def _signals(stop: _StopFlag) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _live_lock(path: str, timeout: float, stop: _StopFlag | None = None) -> Iterator[None]:
-    """The exclusive flock every change of the real kernel's audit state holds (re-entrant
-    within the process, through collector.transport.live_lock)."""
-    from collector.transport import live_lock
+    """The exclusive flock every change of the real kernel's audit state holds.
 
-    probe = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        deadline = time.monotonic() + timeout
-        said = False
-        while True:
-            try:
-                fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                fcntl.flock(probe, fcntl.LOCK_UN)
-                break
-            except BlockingIOError:
-                from collector import transport
+    Taken through ``collector.transport.live_lock`` (re-entrant within the process: a test
+    fixture holding it already is not waited for), in short tries so that a signal while
+    waiting ends the wait: the caller then sees ``stop`` and changes nothing, without the lock.
+    """
+    from collector.transport import live_lock, live_lock_held
 
-                if transport._lock_state["depth"]:  # noqa: SLF001 - held by this process already
+    with contextlib.ExitStack() as held:
+        if live_lock_held():
+            held.enter_context(live_lock(path))
+        else:
+            deadline = time.monotonic() + timeout
+            said = False
+            while True:
+                step = min(POLL_SECONDS, max(0.0, deadline - time.monotonic()))
+                try:
+                    held.enter_context(live_lock(path, timeout=step))
                     break
-                if stop:
-                    break  # a signal while waiting: the caller sees the flag and changes nothing
-                if time.monotonic() >= deadline:
-                    raise TimeoutError(
-                        f"another process holds the live lock {path} (waited {timeout:g} s); "
-                        "it is configuring this kernel's audit"
-                    ) from None
-                if not said:
-                    _info(f"waiting for the live lock {path} (another process is changing audit state)")
-                    said = True
-                time.sleep(0.2)
-    finally:
-        os.close(probe)
-    with live_lock(path):
+                except TimeoutError:
+                    if stop:
+                        break  # a signal while waiting: nothing will be changed, no lock needed
+                    if time.monotonic() >= deadline:
+                        raise TimeoutError(
+                            f"another process holds the live lock {path} (waited {timeout:g} s); "
+                            "it is configuring this kernel's audit"
+                        ) from None
+                    if not said:
+                        _info(f"waiting for the live lock {path} (another process is changing audit state)")
+                        said = True
         yield
 
 
@@ -148,7 +156,17 @@ class Collector:
         timeout_ms: int = DEFAULT_TIMEOUT_MS,
         state_path: str | None = None,
         transport_factory=None,
+        exclude_pids: Iterable[int] | None = None,
+        on_ready: Callable[[Collector], None] | None = None,
+        parent_pid: int | None = None,
     ) -> None:
+        """``exclude_pids``: events of these pids (SYSCALL pid or ppid) give no rows. Default:
+        our own pid on the real kernel (osquery leaves out its own syscalls) and none on an
+        endpoint, whose records come from elsewhere (a replayed pid that happens to equal ours
+        must keep its rows). ``on_ready`` is called, and ``ready`` set, once the kernel is
+        configured and the first status reply has been read (or status polling was refused):
+        from then on every record the kernel makes reaches the pipeline. ``parent_pid``: stop
+        when that process is no longer our parent (see _StopFlag)."""
         self.endpoint = endpoint
         self.flags = flags
         self.writer = RowWriter(out)
@@ -161,7 +179,12 @@ class Collector:
 
             transport_factory = open_transport
         self._open = transport_factory
-        self.stop = _StopFlag()
+        if exclude_pids is None:
+            exclude_pids = (os.getpid(),) if endpoint == "kernel" else ()
+        self.exclude_pids = frozenset(exclude_pids)
+        self.ready = threading.Event()
+        self._on_ready = on_ready
+        self.stop = _StopFlag(parent_pid)
         self.config: KernelConfig | None = None
         self.pipeline: Pipeline | None = None
         self.reader: Reader | None = None
@@ -179,11 +202,13 @@ class Collector:
                 if outcome.mode == "multicast":
                     data = self._open(self.endpoint, multicast=True)
                 registered = outcome.registered_pid
+                ours = self.flags.allow_config and not outcome.read_only
                 self.reader = Reader(
                     data,
                     pid=registered,
                     persist=self.flags.persist,
                     retake=cfg.retake_pid if registered is not None else None,
+                    reenable=(lambda: cfg.set_status("enabled", 1)) if ours else None,
                     status_interval=self.status_interval,
                     warn=_warn,
                 )
@@ -192,7 +217,7 @@ class Collector:
                     self.writer.write,
                     timeout_ms=self.timeout_ms,
                     uptime=uptime_seconds,
-                    exclude_pids=(os.getpid(),),
+                    exclude_pids=self.exclude_pids,
                 )
                 self._loop()
                 # no new events from here on; what the kernel queued is still read
@@ -248,6 +273,16 @@ class Collector:
             elif last_audit >= 0:
                 # quiet: audit time moved on at least as far as wall time did
                 pipeline.tick(last_audit + int((time.monotonic() - last_mono) * 1000))
+            if not self.ready.is_set() and (reader.counters.status_polls or not reader.polling):
+                self._set_ready()
+
+    def _set_ready(self) -> None:
+        self.ready.set()
+        if self._on_ready is not None:
+            try:
+                self._on_ready(self)
+            except Exception as exc:  # noqa: BLE001 - a hook's bug must not stop the collector
+                _warn(f"on_ready hook failed: {exc}")
 
     def _wind_down(self) -> None:
         reader, pipeline = self.reader, self.pipeline
@@ -341,6 +376,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="do not take the lock (the caller holds it, e.g. a test fixture running this command)",
     )
+    p.add_argument(
+        "--exit-with-parent",
+        nargs="?",
+        type=int,
+        const=0,
+        default=None,
+        metavar="PID",
+        help="stop (restoring the kernel's audit state) as soon as our parent process has exited, even "
+        "by SIGKILL; with PID: as soon as PID is no longer our parent (kaudit verify passes its own pid, "
+        "so a verify killed while this command starts is noticed too)",
+    )
     p.add_argument("--lock-timeout", type=float, default=120.0, metavar="S", help=argparse.SUPPRESS)
     add_flag_arguments(p, COLLECT_DEFAULTS)
     p.set_defaults(func=run)
@@ -348,6 +394,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from collector.transport import TransportError
+
+    parent_pid: int | None = getattr(args, "exit_with_parent", None)
+    if parent_pid == 0:
+        parent_pid = os.getppid()
+    elif parent_pid is not None and parent_pid < 0:
+        print(f"kaudit collect: --exit-with-parent {parent_pid}: expected a process id", file=sys.stderr)
+        return EXIT_USAGE
 
     flags: AuditFlags = args.audit_flags
     if args.endpoint != "kernel" and not (args.endpoint.startswith("unix:") and len(args.endpoint) > 5):
@@ -381,6 +434,7 @@ def run(args: argparse.Namespace) -> int:
         status_interval=args.status_interval,
         timeout_ms=args.timeout_ms,
         state_path=state_path,
+        parent_pid=parent_pid,
     )
     locking = args.endpoint == "kernel" and flags.allow_config and not args.no_lock
     try:
@@ -388,8 +442,8 @@ def run(args: argparse.Namespace) -> int:
             _signals(collector.stop),
             _live_lock(args.lock, args.lock_timeout, collector.stop) if locking else contextlib.nullcontext(),
         ):
-            if collector.stop:  # a signal while waiting for the lock: nothing was changed
-                return 128 + (collector.stop.signum or 0)
+            if collector.stop:  # a signal (or our parent's end) before we began: nothing was changed
+                return EXIT_OK if collector.stop.signum is None else 128 + collector.stop.signum
             stats = collector.run()
     except TimeoutError as exc:
         print(f"kaudit collect: {exc}", file=sys.stderr)

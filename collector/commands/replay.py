@@ -4,17 +4,21 @@ Each SOURCE goes through the same pipeline ``kaudit collect`` uses (``collector.
 so a capture replayed gives the rows the live run gave. Rows are written as JSON lines, one
 object per row, ``{"table": ..., column: value}``, integer columns as numbers.
 
-Sources are read by a *format*: today ``auditlog`` (audit.log and ``ausearch --format raw``
-text, with or without ``node=`` prefixes). A format is a ``SourceFormat`` (a name, a
-``detect`` on the file name and its first bytes, and a ``feed`` that pushes the source into a
-pipeline); ``register_source_format`` adds one, so scenario files and pcaps plug in here
-without touching the command. ``-`` reads standard input.
+Sources are read by a *format*: ``pcap`` (LINKTYPE_NETLINK captures, e.g. ``kaudit record
+--pcap``), ``scenario`` (kaudit scenario files: their recorded kernel messages, without faults,
+timing or expectations; that is ``kaudit check``) and ``auditlog`` (audit.log and ``ausearch
+--format raw`` text, with or without ``node=`` prefixes), detected in that order. A format is
+a ``SourceFormat`` (a name, a ``detect`` on the file name and its first bytes, and a ``feed``
+that pushes the source into a pipeline); ``register_source_format`` adds one. The pcap and
+scenario readers are the scenario engine's (``simulator.scenario.detect_format`` and
+``load_messages``), imported when first needed. ``-`` reads standard input.
 
 Each source gets its own pipeline (its serials are its own: a gap between two files is not a
 lost event); event ids continue across sources and the counters are summed.
 
 Exit codes: 0 done; 1 the record ledger did not balance (a pipeline bug, reported);
-2 usage: an unknown flag, a SOURCE that does not exist or cannot be read.
+2 usage: an unknown flag, a SOURCE that does not exist or cannot be read, a scenario file or
+capture that cannot be used (``file:line: problem``).
 """
 
 from __future__ import annotations
@@ -74,6 +78,7 @@ AUDITLOG = SourceFormat(
 
 # tried in order; the first whose detect() says yes reads the source
 SOURCE_FORMATS: list[SourceFormat] = [AUDITLOG]
+_AUDIT_REPLACE = 1329  # a kernel message, not a record: the reader never passes it on either
 
 
 def register_source_format(fmt: SourceFormat) -> None:
@@ -81,6 +86,35 @@ def register_source_format(fmt: SourceFormat) -> None:
     if any(f.name == fmt.name for f in SOURCE_FORMATS):
         raise ValueError(f"source format {fmt.name!r} is already registered")
     SOURCE_FORMATS.insert(len(SOURCE_FORMATS) - 1, fmt)
+
+
+def _detect_capture(kind: str) -> Callable[[str, bytes], bool]:
+    def detect(name: str, head: bytes) -> bool:
+        try:
+            from simulator.scenario import detect_format
+        except ImportError:  # a collector installed without the simulator reads text logs only
+            return False
+        return detect_format(name, head) == kind
+
+    return detect
+
+
+def _feed_capture(stream: BinaryIO, pipeline: Pipeline) -> None:
+    """A pcap or scenario file: its kernel messages, records as the daemon receives them."""
+    from simulator.scenario import ScenarioError, load_messages
+
+    try:
+        msgs = load_messages(stream, getattr(stream, "name", None))
+    except ScenarioError as exc:
+        raise SourceError(str(exc)) from None  # file:line: problem
+    pipeline.feed_messages(m for m in msgs if m.type >= 1100 and m.type != _AUDIT_REPLACE)
+
+
+for _kind, _what in (
+    ("pcap", "LINKTYPE_NETLINK capture of the kernel's audit messages (kaudit record --pcap, nlmon)"),
+    ("scenario", "kaudit scenario file: its recorded kernel messages (no faults, timing or expectations)"),
+):
+    register_source_format(SourceFormat(_kind, _detect_capture(_kind), _feed_capture, _what))
 
 
 def _format_by_name(name: str) -> SourceFormat:
@@ -160,12 +194,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "replay",
         help="turn recorded audit logs into socket_events/process_events rows (JSON lines)",
         description=(
-            "Read audit.log / 'ausearch --format raw' files and write osquery socket_events and "
-            "process_events rows as JSON lines. Both tables are on unless a flag turns one off."
+            "Read audit.log / 'ausearch --format raw' files, pcap captures of audit netlink traffic or "
+            "kaudit scenario files and write osquery socket_events and process_events rows as JSON "
+            "lines. Both tables are on unless a flag turns one off."
         ),
         allow_abbrev=False,
     )
-    p.add_argument("sources", nargs="+", metavar="SOURCE", help="audit log file, or - for standard input")
+    p.add_argument(
+        "sources", nargs="+", metavar="SOURCE", help="audit log, pcap or scenario file, or - for standard input"
+    )
     p.add_argument("--output", "-o", metavar="FILE", help="write rows here (default: standard output)")
     p.add_argument("--stats", action="store_true", help="print the counters and the record ledger on stderr")
     p.add_argument("--stats-json", metavar="FILE", help="write the counters as JSON to FILE")
@@ -181,7 +218,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         dest="source_format",
         choices=None,
         metavar="FORMAT",
-        help="read every SOURCE as FORMAT instead of detecting it (known: auditlog)",
+        help="read every SOURCE as FORMAT instead of detecting it (known: "
+        + ", ".join(f.name for f in SOURCE_FORMATS)
+        + ")",
     )
     add_flag_arguments(p, REPLAY_DEFAULTS)
     p.set_defaults(func=run)

@@ -1,7 +1,10 @@
 """``kaudit simulate``: serve a simulated audit kernel on a unix socket until stopped.
 
 Any client of the endpoint wire protocol (kaudit's own transport, the LD_PRELOAD shim, a test
-in another language) then talks to it as it would talk to NETLINK_AUDIT. ``--from-kernel``
+in another language) then talks to it as it would talk to NETLINK_AUDIT. With a SCENARIO
+(scenario file, pcap or audit log) the simulated kernel starts in the scenario's state and
+replays its messages, with their timing and faults, to the first client that registers as the
+audit daemon or joins the multicast group (``simulator.replay.attach_scenario``). ``--from-kernel``
 starts from the real kernel's current status, features and rules, which makes the simulator a
 safe stand-in for experiments that must not touch the machine.
 """
@@ -61,18 +64,35 @@ def main(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"kaudit simulate: cannot listen on {args.listen}: {exc}", file=sys.stderr)
         return 2
+    feed = None
     if attach is not None:
-        attach(server, args.scenario)
+        from simulator.scenario import ScenarioError
+
+        try:
+            feed = attach(server, args.scenario, log=lambda m: print(f"kaudit simulate: {m}", file=sys.stderr, flush=True))
+        except ScenarioError as exc:
+            server.stop()
+            print(f"kaudit simulate: {exc}", file=sys.stderr)
+            return 2
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
     server.start()
     print(f"kaudit simulate: listening on {args.listen}", file=sys.stderr, flush=True)
+    if feed is not None:
+        print(
+            f"kaudit simulate: {args.scenario}: waiting for a client to register as the audit daemon "
+            "or join the multicast group",
+            file=sys.stderr,
+            flush=True,
+        )
     try:
         while not done.wait(0.5):
             if server.panic_message:
                 break
     finally:
+        if feed is not None:
+            feed.stop()
         server.stop()
     if server.panic_message:
         print(f"kaudit simulate: simulated kernel panic: {server.panic_message}", file=sys.stderr)

@@ -1,11 +1,30 @@
-"""Fault scenarios built on real traffic recorded here (python-tcp4-connect)."""
-import copy, sys
-from pathlib import Path
-sys.path.insert(0, "/work/main")
-from simulator.scenario import (CounterExpect, Fault, Message, dump_scenario, load_scenario, parse_scenario_text,
-                                Timing, ExpectedRow)
+"""Fault scenarios built on real traffic recorded here (scenarios/python-tcp4-connect.yaml).
 
-D = Path("/work/main/scenarios")
+``python tools/scenarios/make_faults.py [NAME ...]`` (re)writes every fault-*.yaml made below,
+or only the NAMEs given, into scenarios/ of this checkout. No kernel is touched: the faults are
+injected by the replay engine (simulator/replay.py) when the scenario runs.
+"""
+import copy
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from simulator.scenario import (  # noqa: E402 - after the checkout is on the path
+    CounterExpect,
+    Fault,
+    Message,
+    Timing,
+    dump_scenario,
+    load_scenario,
+    parse_scenario_text,
+)
+
+D = ROOT / "scenarios"
+ONLY = set(sys.argv[1:])
+MADE: list[str] = []
 base = load_scenario(D / "python-tcp4-connect.yaml")
 msgs = base.messages()
 E1, E2, E3 = msgs[0:8], msgs[8:12], msgs[12:16]
@@ -28,6 +47,9 @@ def C(**kw):
     return out
 
 def make(name, desc, steps, rows, counters, *, kernel=None, timing=None, flags=None, expect_kernel=None):
+    MADE.append(name)
+    if ONLY and name not in ONLY:
+        return
     sc = copy.deepcopy(base)
     sc.name, sc.description = name, desc
     sc.origin = {"source": "python-tcp4-connect.yaml (recorded on this machine) with an injected fault",
@@ -82,9 +104,17 @@ make("fault-timeout-delay", "the bind event's EOE never comes; 2.5 s of silence 
      flags=[f for f in base.flags if not f.startswith("--audit_allow_config")])
 make("fault-steal-pid", "another process (pid 31337) registers as the audit daemon; the collector takes it back",
      c(E1) + c(E2) + [F("steal_pid", pid=31337)] + c(E3), [P, BIND, CONN], C(kernel__pid_lost=1, kernel__pid_retaken=1))
-make("fault-audit-disabled", "auditctl -e 0 from another process mid-stream; the kernel generates nothing while audit is off",
-     c(E1) + c(E2) + [F("disable")] + c(E3), [P, BIND], C(events_by_reason__eoe=2),
-     timing=Timing(fault_wait=1.0))
+make("fault-audit-disabled", "auditctl -e 0 from another process mid-stream, collector without --audit_persist: the "
+     "disabled kernel is counted (kernel_disabled) but left off, and generates nothing while audit is off",
+     c(E1) + c(E2) + [F("disable")] + c(E3), [P, BIND],
+     C(events_by_reason__eoe=2, kernel__kernel_disabled=1, kernel__kernel_reenabled=0),
+     timing=Timing(fault_wait=1.0), flags=base.flags + ["--audit_persist=false"])
+make("fault-audit-disabled-reenabled", "auditctl -e 0 from another process mid-stream; with --audit_persist (the default) "
+     "the collector sees enabled=0 in its next status poll, counts it and switches audit back on: the connect after it "
+     "is recorded",
+     c(E1) + c(E2) + [F("disable")] + c(E3), [P, BIND, CONN],
+     C(events_by_reason__eoe=3, kernel__kernel_disabled=1, kernel__kernel_reenabled=1),
+     timing=Timing(fault_wait=5.0), expect_kernel={"status": {"enabled": 0, "pid": 0}, "rules": []})
 make("fault-immutable-kernel", "the kernel is immutable (enabled=2): the collector changes nothing and reads the multicast copy",
      c(E1) + c(E2) + c(E3), [P, BIND, CONN], C(config__read_only=1, config__multicast=1, config__rules_added=0),
      kernel={"immutable": True}, expect_kernel={"status": {"enabled": 2, "pid": 0}, "rules": []})
@@ -92,4 +122,7 @@ make("fault-rule-add-refused", "the kernel refuses the collector's rule add (EPE
      c(E1) + c(E2) + c(E3), [P, BIND, CONN], C(config__read_only=1, config__rules_added=0),
      kernel={"status": {**base.kernel.status, "enabled": 1}, "refuse": {"ADD_RULE": 1}},
      expect_kernel={"status": {"enabled": 1, "pid": 0, "backlog_limit": base.kernel.status["backlog_limit"]}, "rules": []})
+unknown = ONLY - set(MADE)
+if unknown:
+    sys.exit(f"make_faults: unknown scenario(s): {', '.join(sorted(unknown))}")
 print("ok")
