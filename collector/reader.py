@@ -146,7 +146,7 @@ class Reader:
                 break
             else:
                 for msg in got:
-                    if msg.type >= 1100 and msg.type != AUDIT_REPLACE:
+                    if msg.is_record and msg.type != AUDIT_REPLACE:
                         out.append(msg)
                     else:
                         self._control(msg)

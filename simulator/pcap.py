@@ -159,7 +159,7 @@ def messages_from_packets(packets: Iterable[Packet], *, path: str = "<pcap>") ->
     out: list[Message] = []
     for pk, _n, msgs in decoded:
         for m in msgs:
-            is_rec = m.type >= 1100
+            is_rec = m.is_record
             if is_rec and has_short and not m.short_len:
                 continue  # the multicast copy of a record the daemon also got
             at = round(pk.time - t0, 6)

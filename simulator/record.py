@@ -99,7 +99,7 @@ def _messages_from_tap(tap: _Tap) -> list[Message]:
         except nl.NetlinkError:
             continue
         for m in msgs:
-            if m.type < 1100 or m.type == _AUDIT_REPLACE:
+            if not m.is_record or m.type == _AUDIT_REPLACE:
                 continue
             seen_short = seen_short or m.short_len
             decoded.append((when, data, m, len(msgs)))

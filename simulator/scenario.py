@@ -27,7 +27,7 @@ from typing import IO, Any
 import yaml
 
 from collector.protocol.netlink import NetlinkError, NetlinkMessage, decode_datagram, encode
-from collector.protocol.records import record_type_name, record_type_number
+from collector.protocol.records import is_record_type, record_type_name, record_type_number
 
 __all__ = [
     "COUNTER_OPS",
@@ -123,7 +123,7 @@ class Message:
 
     @property
     def is_record(self) -> bool:
-        return self.kind in ("record", "garbage") or (self.type >= 1100 and self.kind != "message")
+        return self.kind in ("record", "garbage") or (is_record_type(self.type) and self.kind != "message")
 
     def netlink(self) -> NetlinkMessage:
         return NetlinkMessage(self.type, self.flags, self.seq, self.pid, self.payload, short_len=self.is_record)

@@ -129,17 +129,14 @@ def test_scenario_yaml_tag_on_a_key_is_a_scenario_error() -> None:
 # Found by the `kernel` target: the kernel writes every record to the registered daemon in the
 # short-length form (audit_log_end: nlmsg_len = skb->len - NLMSG_HDRLEN), whatever its type,
 # and two record types are numbered below 1100: USER (1005, `auditctl -m`) and LOGIN (1006,
-# written whenever a login sets loginuid). decode_datagram only recognises the short form for
-# types >= 1100 and the reader only passes types >= 1100 on as records, so these records are
-# dropped as transport.bad_datagram, outside the ledger.
+# written whenever a login sets loginuid). decode_datagram once recognised the short form only
+# for types >= 1100, so these records were dropped as transport.bad_datagram, outside the ledger.
 LOGIN_PAYLOAD = (
     b"audit(1795601611.485:42): pid=1 uid=0 old-auid=4294967295 auid=0 tty=(none) old-ses=4294967295 ses=1 res=1"
 )
 USER_PAYLOAD = b"audit(1795601611.486:43): pid=7 uid=0 auid=0 ses=1 msg='hello'"
 
 
-@pytest.mark.xfail(strict=True, reason="netlink.py decode_datagram: no short-length form for record types "
-                   "1005 (USER) and 1006 (LOGIN)")
 @pytest.mark.parametrize("rtype,payload", [(1006, LOGIN_PAYLOAD), (1005, USER_PAYLOAD)], ids=["LOGIN", "USER"])
 def test_unicast_records_below_1100_decode(rtype: int, payload: bytes) -> None:
     data = nl.encode(nl.NetlinkMessage(rtype, 0, 0, 0, payload, short_len=True))
@@ -147,8 +144,6 @@ def test_unicast_records_below_1100_decode(rtype: int, payload: bytes) -> None:
     assert [(m.type, m.payload) for m in msgs] == [(rtype, payload)]
 
 
-@pytest.mark.xfail(strict=True, reason="netlink.py/reader.py: LOGIN records from the kernel never reach "
-                   "the pipeline (bad_datagram), so the ledger does not see them")
 def test_login_record_reaches_the_ledger_through_the_simulator() -> None:
     """End to end over the simulator endpoint: a LOGIN record counts as received."""
     from collector.pipeline import Pipeline
@@ -171,11 +166,16 @@ def test_login_record_reaches_the_ledger_through_the_simulator() -> None:
             import time
 
             deadline = time.monotonic() + 3
-            while time.monotonic() < deadline and not pipe.stats.ledger.received:
+            seen: list[int] = []
+            while time.monotonic() < deadline and 1006 not in seen:
                 for m in reader.drain(0.2):
+                    seen.append(m.type)
                     pipe.feed_netlink(m.type, m.payload)
             assert t.counters["bad_datagram"] == 0
-            assert pipe.stats.ledger.received >= 1
+            stats = pipe.finish()
+            assert 1006 in seen
+            assert stats.ledger.received == len(seen)
+            assert stats.ledger.received == stats.ledger.dispatched + sum(stats.ledger.dropped.values()) + stats.ledger.in_flight
         finally:
             t.close()
 

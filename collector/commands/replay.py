@@ -107,7 +107,7 @@ def _feed_capture(stream: BinaryIO, pipeline: Pipeline) -> None:
         msgs = load_messages(stream, getattr(stream, "name", None))
     except ScenarioError as exc:
         raise SourceError(str(exc)) from None  # file:line: problem
-    pipeline.feed_messages(m for m in msgs if m.type >= 1100 and m.type != _AUDIT_REPLACE)
+    pipeline.feed_messages(m for m in msgs if m.is_record and m.type != _AUDIT_REPLACE)
 
 
 for _kind, _what in (

@@ -12,7 +12,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from .records import is_control
+from .records import is_record_type
 
 NLMSG_HDRLEN = 16
 NLMSG_NOOP = 1
@@ -53,7 +53,7 @@ class NetlinkMessage:
 
     @property
     def is_record(self) -> bool:
-        return self.type >= 1100 or (not is_control(self.type) and self.type > NLMSG_OVERRUN)
+        return is_record_type(self.type)
 
 
 def align(n: int) -> int:
@@ -105,7 +105,7 @@ def decode_datagram(buf: bytes) -> list[NetlinkMessage]:
             )
         length, mtype, flags, seq, pid = _HDR.unpack_from(buf, off)
         rest = total - off - NLMSG_HDRLEN
-        if off == 0 and mtype >= 1100 and length <= rest and rest - length < 4 and length != total:
+        if off == 0 and is_record_type(mtype) and length <= rest and rest - length < 4 and length != total:
             # unicast record: length counts only the payload
             payload = buf[NLMSG_HDRLEN : NLMSG_HDRLEN + length]
             out.append(NetlinkMessage(mtype, flags, seq, pid, payload, True))

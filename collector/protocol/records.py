@@ -54,6 +54,17 @@ def record_type_number(name: str) -> int:
     raise ValueError(f"unknown audit record type name {name!r}")
 
 
+AUDIT_LOGIN = RECORD_TYPES["LOGIN"]
+# Two record types predate the 1100+ numbering: the kernel logs LOGIN (loginuid changes) and
+# relays USER (`auditctl -m`) as records, in the same short-length unicast form as every record.
+_LOW_RECORD_TYPES = frozenset({AUDIT_USER, AUDIT_LOGIN})
+
+
 def is_control(number: int) -> bool:
-    """1000-1099 are commands to the kernel and its replies, never audit records."""
-    return 1000 <= number <= 1099
+    """1000-1099 are commands to the kernel and its replies (USER and LOGIN excepted)."""
+    return 1000 <= number <= 1099 and number not in _LOW_RECORD_TYPES
+
+
+def is_record_type(number: int) -> bool:
+    """Does the kernel send this type as an audit record (never as a control reply)?"""
+    return number >= 1100 or number in _LOW_RECORD_TYPES
