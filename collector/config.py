@@ -393,9 +393,17 @@ class KernelConfig:
         return out
 
     def _read_only(self, reason: str) -> ConfigOutcome:
+        """Fall back to reading the multicast copy, changing nothing.
+
+        Read-only is never the audit daemon: a registration made before the kernel refused a
+        later step was undone by ``restore`` (or, if that failed, stays journalled for the
+        next restore), and ``registered_pid`` must not say otherwise, or the reader would
+        register again whenever it saw the pid "lost" (--audit_persist).
+        """
         out = self.outcome
         out.mode = "multicast"
         out.read_only = True
+        out.registered_pid = None
         out.reason = reason
         msg = f"{reason}; reading the multicast copy (AUDIT_NLGRP_READLOG) without changing anything"
         out.warnings.append(msg)
@@ -580,7 +588,12 @@ class KernelConfig:
     # ---- pid re-take (reader, --audit_persist) ---------------------------------------------
 
     def retake_pid(self) -> None:
-        """Register our pid again after another process took it; raises the kernel's error."""
+        """Register our pid again after another process took it; raises the kernel's error.
+
+        Refused (ConfigError) in read-only mode, which changes nothing in the kernel.
+        """
+        if self.outcome.read_only:
+            raise ConfigError("read-only mode: not registering as the audit daemon")
         nf = self.found.status.nfields if self.found else 11
         self._set("pid", self.pid, nfields=nf)
         if not any(u.kind == "unregister" for u in self._journal):

@@ -164,8 +164,16 @@ class PipelineStats:
                 f" (max {k.get('backlog_max', 0)})  status polls {k.get('status_polls', 0)}"
             )
             lines.append(f"enobufs       {k.get('enobufs', 0)}")
-            if k.get("pid_lost"):
-                lines.append(f"daemon pid    lost {k.get('pid_lost', 0)}  re-taken {k.get('pid_retaken', 0)}")
+            if k.get("pid_lost") or k.get("pid_retake_failed"):
+                lines.append(
+                    f"daemon pid    lost {k.get('pid_lost', 0)}  re-taken {k.get('pid_retaken', 0)}"
+                    f"  re-take failed {k.get('pid_retake_failed', 0)}"
+                )
+            if k.get("kernel_disabled") or k.get("kernel_reenabled") or k.get("kernel_reenable_failed"):
+                lines.append(
+                    f"audit off     disabled {k.get('kernel_disabled', 0)}  re-enabled {k.get('kernel_reenabled', 0)}"
+                    f"  re-enable failed {k.get('kernel_reenable_failed', 0)}"
+                )
         led = d["ledger"]
         lines.append(
             f"ledger        received {led['received']} = dispatched {led['dispatched']}"

@@ -620,6 +620,21 @@ class AuditKernel:
             self._log_config_change(phantom, "audit_pid", pid, old, 1)
         return phantom
 
+    def note_signal(self, pid: int, uid: int, *, target: int | None = None) -> bool:
+        """``audit_signal_info()``: someone signals the audit daemon; the kernel remembers who.
+
+        ``pid`` is the sender's tgid, ``uid`` its loginuid, or its uid when the loginuid is
+        unset (the kernel's choice); AUDIT_SIGNAL_INFO answers with them, and auditd logs them
+        in DAEMON_END. ``target``: the pid signalled; the kernel remembers only signals to the
+        registered daemon (``auditd_test_task``), so for another pid nothing changes and False
+        is returned. The kernel does this for SIGTERM, SIGHUP, SIGUSR1 and SIGUSR2, which is
+        the caller's to check.
+        """
+        if target is not None and (not self.auditd_pid or target != self.auditd_pid):
+            return False
+        self.sig_pid, self.sig_uid = pid, uid & 0xFFFFFFFF
+        return True
+
     def _log(self, rtype: int, text: bytes) -> None:
         """A record the kernel writes while holding the control mutex (never backlog-blocked)."""
         self._emit(rtype, text, stamp=None, ctl_owner=True)

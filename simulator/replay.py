@@ -52,6 +52,7 @@ __all__ = [
     "attach_scenario",
     "build_kernel",
     "flatten_counters",
+    "kernel_snapshot",
     "reader_clients",
     "run_scenario",
     "scenario_flags",
@@ -101,7 +102,10 @@ def build_kernel(state: KernelState, *, path: str = "<scenario>", kernel: Any = 
     return kernel
 
 
-def _kernel_snapshot(kernel: Any) -> dict[str, Any]:
+def kernel_snapshot(kernel: Any) -> dict[str, Any]:
+    """The model's status (every AUDIT_GET field by name) and rules (auditctl -l text, or hex
+    payloads when a rule does not format), as RunResult.kernel and WrapResult.kernel report
+    it. Call inside ``server.call`` while the model is served."""
     st = kernel.status()
     rules: list[str] = []
     try:
@@ -529,9 +533,6 @@ class Feeder:
         self._wait(lambda: self.kernel.enabled != 0, self.sc.timing.fault_wait)
 
 
-_Feeder = Feeder  # the name simulator/wrap.py looked for before Feeder was public
-
-
 # --------------------------------------------------------------------------- attach (kaudit simulate)
 
 
@@ -686,7 +687,7 @@ def _run_scenario(sc: Scenario, ready_timeout: float) -> RunResult:
             collector.request_stop()
             if collector.thread is not None and not collector.join(15.0):
                 error = error or "the collector did not stop within 15 s"
-            snapshot = server.call(_kernel_snapshot)
+            snapshot = server.call(kernel_snapshot)
             server.stop()
     counters = dict(collector.counters)
     for k, v in server.counters.items():

@@ -279,32 +279,78 @@ class _Located:
     key_lines: dict[tuple, int]  # path -> line of the key that introduced it
 
 
+def _yaml_problem(exc: yaml.YAMLError, text: str, path: str) -> ScenarioError:
+    """A PyYAML error as ``file:line: YAML error: ...``.
+
+    Marked errors (scanner, parser, constructor) carry their place; the reader's error
+    (a character YAML forbids, such as NUL or BEL) carries an offset into the text instead.
+    """
+    last = max(1, len(text.rstrip("\n").split("\n")))
+    if isinstance(exc, yaml.reader.ReaderError):
+        line = min(text[: max(0, exc.position)].count("\n") + 1, last)
+        what = f"character {chr(exc.character)!r}" if isinstance(exc.character, int) else repr(exc.character)
+        return ScenarioError(path, line, f"YAML error: {what} is not allowed in YAML text ({exc.reason})")
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        # an error found at the end of the stream belongs to the last line that exists
+        line = min(mark.line + 1, last) if mark else None
+        problem = exc.problem or exc.context or "malformed"
+        if exc.context and exc.context_mark and exc.problem:
+            problem += f" ({exc.context}, line {exc.context_mark.line + 1})"
+        return ScenarioError(path, line, f"YAML error: {problem}")
+    return ScenarioError(path, None, f"YAML error: {exc}")
+
+
 def _compose(text: str, path: str) -> _Located:
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)  # the reader checks every character here, at once
+    except yaml.YAMLError as exc:
+        raise _yaml_problem(exc, text, path) from None
     try:
         try:
             node = loader.get_single_node()
-        except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            # an error found at the end of the stream belongs to the last line that exists
-            line = min(mark.line + 1, max(1, len(text.rstrip("\n").split("\n")))) if mark else None
-            problem = exc.problem or exc.context or "malformed"
-            if exc.context and exc.context_mark and exc.problem:
-                problem += f" ({exc.context}, line {exc.context_mark.line + 1})"
-            raise ScenarioError(path, line, f"YAML error: {problem}") from None
         except yaml.YAMLError as exc:
-            raise ScenarioError(path, None, f"YAML error: {exc}") from None
+            raise _yaml_problem(exc, text, path) from None
+        except RecursionError:
+            raise ScenarioError(path, None, "YAML error: nested too deeply") from None
         lines: dict[tuple, int] = {}
         key_lines: dict[tuple, int] = {}
+        # aliases make a graph of the node tree: refuse a cycle (`&a [*a]`) and an expansion far
+        # beyond the text (an alias bomb), either of which would never finish or fill memory
+        active: set[int] = set()
+        budget = [2 * len(text) + 10_000]
+
+        def construct(n: yaml.Node) -> Any:
+            try:
+                return loader.construct_object(n, deep=True)
+            except yaml.YAMLError as exc:  # an unknown tag (!a), a bad !!binary ...
+                err = _yaml_problem(exc, text, path)
+                raise ScenarioError(path, err.line or n.start_mark.line + 1, err.problem) from None
+            except (ValueError, TypeError, OverflowError) as exc:  # `!!int abc`, `!!timestamp 2024-99-99`
+                raise ScenarioError(path, n.start_mark.line + 1, f"YAML error: {n.tag} value: {exc}") from None
 
         def walk(n: yaml.Node, at: tuple) -> Any:
             lines[at] = n.start_mark.line + 1
+            budget[0] -= 1
+            if budget[0] < 0:
+                raise ScenarioError(path, n.start_mark.line + 1, "YAML aliases expand to far more nodes than the text has")
+            if id(n) in active:
+                raise ScenarioError(path, n.start_mark.line + 1, "a YAML alias refers to a node that contains it")
+            if not isinstance(n, (yaml.MappingNode, yaml.SequenceNode)):
+                return construct(n)
+            active.add(id(n))
+            try:
+                return walk_collection(n, at)
+            finally:
+                active.discard(id(n))
+
+        def walk_collection(n: yaml.Node, at: tuple) -> Any:
             if isinstance(n, yaml.MappingNode):
                 out: dict[Any, Any] = {}
                 for k, v in n.value:
                     if k.tag == "tag:yaml.org,2002:merge":
                         raise ScenarioError(path, k.start_mark.line + 1, "YAML merge keys (<<) are not supported")
-                    key = loader.construct_object(k, deep=True)
+                    key = construct(k)
                     if not isinstance(key, (str, int)):
                         raise ScenarioError(path, k.start_mark.line + 1, f"mapping key {key!r} is not a string")
                     if key in out:
@@ -312,14 +358,12 @@ def _compose(text: str, path: str) -> _Located:
                     key_lines[at + (key,)] = k.start_mark.line + 1
                     out[key] = walk(v, at + (key,))
                 return out
-            if isinstance(n, yaml.SequenceNode):
-                return [walk(v, at + (i,)) for i, v in enumerate(n.value)]
-            try:
-                return loader.construct_object(n, deep=True)
-            except yaml.YAMLError as exc:
-                raise ScenarioError(path, n.start_mark.line + 1, f"YAML error: {exc}") from None
+            return [walk(v, at + (i,)) for i, v in enumerate(n.value)]
 
-        data = walk(node, ()) if node is not None else None
+        try:
+            data = walk(node, ()) if node is not None else None
+        except RecursionError:
+            raise ScenarioError(path, None, "YAML error: nested too deeply") from None
         return _Located(data, lines, key_lines)
     finally:
         loader.dispose()
@@ -876,10 +920,25 @@ def _dump(obj: Any) -> str:
                      default_flow_style=False)
 
 
+def _record_line(m: Message) -> str | None:
+    """``m`` as a ``record:`` line that loads back to the same type and payload, else None.
+
+    Not only well-formed records: a payload with a malformed header (``audit(1.1:25)``
+    without ``): ``) is still a record the kernel model sends, and must stay one; as a
+    ``raw:`` datagram it would replay past the model (even with audit off).
+    """
+    line = f"type={record_type_name(m.type)} msg={m.payload.decode('utf-8', 'surrogateescape')}"
+    try:
+        ok = parse_record_line(line) == (m.type, m.payload)
+    except ValueError:
+        return None
+    return line if ok else None
+
+
 def _message_entry(m: Message) -> dict[str, Any]:
     entry: dict[str, Any] = {}
-    text = m.text() if m.kind == "record" else None
-    if text is not None and m.raw is None and parse_record_line(text) == (m.type, m.payload):
+    text = _record_line(m) if m.kind == "record" and m.raw is None else None
+    if text is not None:
         entry["record"] = text
     elif m.kind == "message" or not m.is_record:
         msg: dict[str, Any] = {"type": record_type_name(m.type) if m.type >= 1000 else m.type}
@@ -919,7 +978,14 @@ def _fault_entry(f: Fault) -> dict[str, Any]:
         arg = f.pid
     elif f.kind == "garbage":
         assert f.message is not None
-        arg = {"type": record_type_name(f.message.type), "text": f.message.payload.decode("utf-8", "replace")}
+        arg = {"type": record_type_name(f.message.type) if f.message.type >= 1000 else f.message.type}
+        try:  # the same bytes back: text when it is plain UTF-8, else hex
+            text = f.message.payload.decode("utf-8")
+            if any(ord(c) < 32 and c != "\t" for c in text):
+                raise ValueError(text)
+            arg["text"] = text
+        except ValueError:  # UnicodeDecodeError included
+            arg["hex"] = f.message.payload.hex()
     else:
         arg = None
     entry: dict[str, Any] = {"fault": f.kind if arg is None else _Flow({f.kind: arg})}

@@ -169,25 +169,6 @@ class WrapResult:
     seconds: float = 0.0
 
 
-def _reader_clients(server: Any) -> list[Any]:
-    """The wrapped program's receiving sockets: the registered daemon, else multicast members.
-
-    Only sockets with a live endpoint connection count (the replay engine's stand-ins for
-    other processes have none).
-    """
-    k = server.kernel
-    with server._lock:  # noqa: SLF001 - a consistent view of the model's clients
-        out = []
-        if k.auditd_pid:
-            d = k.clients.get(k.auditd_port)
-            if d is not None and d.alive and d.handle is not None and not getattr(d.handle, "closed", True):
-                out.append(d)
-        for m in k.members:
-            if m.alive and m.handle is not None and not getattr(m.handle, "closed", True) and m not in out:
-                out.append(m)
-        return out
-
-
 def _exited(proc: subprocess.Popen) -> bool:
     """Has the command exited? Without reaping it: while its zombie exists, its pid and process
     group id cannot be reused, so signalling the group can only reach the command's own."""
@@ -220,21 +201,12 @@ class _CommandState:
 
 
 def _feeder(sc: Any, server: Any, proc: subprocess.Popen, reader_pid: int) -> Any:
-    """The replay engine's feeder, aimed at the wrapped program's sockets.
+    """The replay engine's feeder (every fault as ``kaudit check`` injects it), aimed at the
+    wrapped program: it stops when the program has exited, and a ``steal_pid`` fault waits for
+    the program's pid to be registered again."""
+    from simulator.replay import Feeder
 
-    simulator/replay.py has no public feeder yet; its private one is reused (rather than a
-    second implementation of every fault) with the two things that differ here: who the
-    readers are, and how a failed reader shows.
-    """
-    from simulator import replay
-
-    base = getattr(replay, "Feeder", None) or replay._Feeder  # noqa: SLF001
-
-    class WrapFeeder(base):  # type: ignore[misc, valid-type]
-        def _reader_clients(self) -> list[Any]:
-            return _reader_clients(self.server)
-
-    feeder = WrapFeeder(sc, server, _CommandState(proc))
+    feeder = Feeder(sc, server, _CommandState(proc))
     feeder.our_pid = reader_pid
     return feeder
 
@@ -265,11 +237,7 @@ def _note_signal_sender(server: Any, proc: subprocess.Popen) -> None:
     auid = _loginuid()
     uid = auid if auid != 0xFFFFFFFF else os.getuid()
 
-    def note(k: Any) -> None:
-        if k.auditd_pid == proc.pid:
-            k.sig_pid, k.sig_uid = os.getpid(), uid
-
-    server.call(note)
+    server.call(lambda k: k.note_signal(os.getpid(), uid, target=proc.pid))
 
 
 def _stop(proc: subprocess.Popen, grace: float, result: WrapResult, server: Any = None) -> None:
@@ -317,7 +285,7 @@ def run_with_scenario(
     keyword arguments go to Popen (stdout, stderr, cwd ...).
     """
     from simulator.endpoint import EndpointServer
-    from simulator.replay import _kernel_snapshot, build_kernel
+    from simulator.replay import build_kernel, kernel_snapshot, reader_clients
     from simulator.scenario import Scenario, load_scenario
 
     t0 = time.monotonic()
@@ -339,7 +307,7 @@ def run_with_scenario(
         deadline = None if ready_timeout is None else time.monotonic() + ready_timeout
         readers: list[Any] = []
         while not _exited(proc):
-            readers = _reader_clients(server)
+            readers = reader_clients(server)
             if readers:
                 break
             if deadline is not None and time.monotonic() > deadline:
@@ -383,7 +351,7 @@ def run_with_scenario(
             _signal_group(proc, signal.SIGKILL)  # interrupted: the command must not outlive us
             proc.wait()
         try:
-            result.kernel = server.call(_kernel_snapshot)
+            result.kernel = server.call(kernel_snapshot)
         except Exception:  # noqa: BLE001 - informative only
             result.kernel = {}
         result.counters = dict(server.counters)

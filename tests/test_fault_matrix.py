@@ -102,13 +102,14 @@ MATRIX: dict[str, Outcome] = {
         {"kernel.kernel_disabled": 1, "kernel.kernel_reenabled": 0, "events_by_reason.eoe": 2}, 2,
         kernel_after={"enabled": 0, "pid": 0},
     ),
+    # read-only never registers: no pid to lose or to take back
     "immutable kernel": Outcome(
         "fault-immutable-kernel", {"config.read_only": 1, "config.multicast": 1, "config.rules_added": 0}, 3,
-        kernel_after={"enabled": 2, "pid": 0},
+        zero=("kernel.pid_lost", "kernel.pid_retaken"), kernel_after={"enabled": 2, "pid": 0},
     ),
     "rule add refused": Outcome(
         "fault-rule-add-refused", {"config.read_only": 1, "config.multicast": 1, "config.rules_added": 0}, 3,
-        kernel_after={"enabled": 1, "pid": 0},
+        zero=("kernel.pid_lost", "kernel.pid_retaken"), kernel_after={"enabled": 1, "pid": 0},
     ),
 }
 
@@ -263,14 +264,26 @@ def test_a_stolen_pid_is_left_alone_when_persist_is_off() -> None:
     assert reader.counters.pid_lost == 1 and reader.counters.pid_retaken == 0
 
 
-@pytest.mark.xfail(strict=True, reason="config.py _read_only keeps outcome.registered_pid after undoing the "
-                   "registration, so collect's reader re-takes the daemon pid in read-only mode")
 def test_rule_add_refused_leaves_no_daemon_registration(monkeypatch: pytest.MonkeyPatch) -> None:
     """Read-only means unchanged: after the fallback the collector must not register again."""
     sc, run = run_tapped("fault-rule-add-refused", monkeypatch)
     assert run.result.counters.get("config.read_only") == 1
     assert run.result.counters.get("kernel.pid_retaken", 0) == 0
     assert run.result.counters.get("kernel.pid_lost", 0) == 0
+
+
+def test_stats_text_shows_audit_switched_off_and_the_pid_counters() -> None:
+    """`kaudit collect --stats` prints what the reader counted when audit was switched off."""
+    from collector.pipeline import PipelineStats
+
+    st = PipelineStats()
+    st.kernel = {"kernel_disabled": 2, "kernel_reenabled": 1, "kernel_reenable_failed": 1,
+                 "pid_lost": 1, "pid_retaken": 0, "pid_retake_failed": 3}
+    text = st.format_text()
+    assert "audit off     disabled 2  re-enabled 1  re-enable failed 1" in text
+    assert "daemon pid    lost 1  re-taken 0  re-take failed 3" in text
+    st.kernel = {"lost": 0}
+    assert "audit off" not in st.format_text() and "daemon pid" not in st.format_text()
 
 
 # ---- endpoint closed -----------------------------------------------------------------------

@@ -25,21 +25,7 @@ from collector.protocol import netlink as nl  # noqa: E402
 CORPUS = Path(__file__).resolve().parent / "fuzz_corpus"
 
 # corpus file (target/name) -> why it still fails; reported to the lead for routing
-OPEN: dict[str, str] = {
-    "auditctl/watch-path-not-utf8.bin": "auditctl.py: a non-UTF-8 -w path (surrogate-escaped argv) raises "
-    "UnicodeEncodeError, not RuleError",
-    "auditctl/key-not-utf8.bin": "auditctl.py add_key: a non-UTF-8 key raises UnicodeEncodeError, not RuleError",
-    "auditctl/dir-not-utf8.bin": "auditctl.py: a non-UTF-8 -F dir= value raises UnicodeEncodeError, not RuleError",
-    "auditctl/uid-name-with-nul.bin": "auditctl.py: a uid/gid name with NUL raises ValueError from pwd, not RuleError",
-    "scenario/nul-character.bin": "scenario.py _compose: yaml.SafeLoader(text) raises ReaderError for a NUL "
-    "character outside the try, not ScenarioError",
-    "auditctl/number-with-dash.bin": "auditctl.py: '0-3' is read as -3; auditctl's strtoul reads 0 (and the "
-    "listing of -3 for success does not parse back)",
-    "scenario/yaml-tag-on-key.bin": "scenario.py _compose: construct_object on a mapping key is outside the "
-    "try: an unknown YAML tag escapes as ConstructorError, not ScenarioError",
-    "scenario/record-without-body-dumps-as-raw.bin": "scenario.py dump_scenario: a record whose header has no "
-    "'): ' is dumped as a raw datagram, which replays past the kernel model",
-}
+OPEN: dict[str, str] = {}
 
 
 def _corpus() -> list:
@@ -69,23 +55,38 @@ def test_fuzz_crash_input_is_handled(path: Path) -> None:
 # ---- the findings, stated for their callers --------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="auditctl.py raises UnicodeEncodeError for non-UTF-8 rule text "
-                   "(sys.argv holds surrogate escapes), not RuleError")
 @pytest.mark.parametrize(
-    "text",
-    ["-w /\udc8f", "-a always,exit -S all -k \udc8a", "-a always,exit -F dir=/\udcaf"],
+    "text,raw",
+    [("-w /\udc8f", b"/\x8f"), ("-a always,exit -S all -k \udc8a", b"\x8a"), ("-a always,exit -F dir=/\udcaf", b"/\xaf")],
     ids=["watch", "key", "dir"],
 )
-def test_auditctl_non_utf8_text_is_a_rule_error(text: str) -> None:
+def test_auditctl_non_utf8_text_is_the_bytes_auditctl_sends(text: str, raw: bytes) -> None:
+    """Paths and keys are bytes: ``auditctl -w $'/\\x8f'`` sends b"/\\x8f" and lists it back
+    (checked with Debian's auditctl 3.0.9 against the simulator). Python hands such argv bytes
+    over as surrogate escapes; they must come out as the same bytes, and list and parse back
+    to the same rule, not crash with UnicodeEncodeError."""
+    from collector.protocol.auditctl import format_rule, parse_rule
+
+    rule = parse_rule(text, "x86_64", is_dir=lambda p: False)
+    strings = [f.strbytes() for f in rule.fields if f.strval is not None]
+    assert raw in strings
+    assert rule.encode().endswith(raw)
+    printed = format_rule(rule, "x86_64")
+    back = parse_rule(printed, "x86_64", is_dir=lambda p: False)
+    assert back.kernel_form().encode() == rule.kernel_form().encode()
+
+
+@pytest.mark.parametrize("text", ["-w /\ud800", "-a always,exit -S all -k \udfff"], ids=["watch", "key"])
+def test_auditctl_text_no_argv_can_hold_is_a_rule_error(text: str) -> None:
+    """A surrogate that is no escaped byte cannot come from a command line: RuleError, naming it."""
     from collector.protocol.auditctl import parse_rule
     from collector.protocol.rules import RuleError
 
-    with pytest.raises(RuleError):
+    with pytest.raises(RuleError) as info:
         parse_rule(text, "x86_64", is_dir=lambda p: False)
+    assert "stands for no byte" in str(info.value)
 
 
-@pytest.mark.xfail(strict=True, reason="auditctl.py: pwd.getpwnam/grp.getgrnam raise ValueError for a NUL, "
-                   "which escapes as a plain ValueError")
 @pytest.mark.parametrize("field", ["uid", "gid"])
 def test_auditctl_user_name_with_nul_is_a_rule_error(field: str) -> None:
     from collector.protocol.auditctl import parse_rule
@@ -96,8 +97,6 @@ def test_auditctl_user_name_with_nul_is_a_rule_error(field: str) -> None:
     assert type(info.value) is RuleError
 
 
-@pytest.mark.xfail(strict=True, reason="scenario.py _compose builds yaml.SafeLoader outside its try: a NUL "
-                   "(or any character YAML forbids) escapes as yaml.reader.ReaderError")
 @pytest.mark.parametrize("text", ["\x00", "name: a\x00\n", "name: \x07bell\n"], ids=["nul", "nul-in-value", "bel"])
 def test_scenario_with_forbidden_character_is_a_scenario_error(text: str) -> None:
     from simulator.scenario import ScenarioError, parse_scenario_text
@@ -107,8 +106,6 @@ def test_scenario_with_forbidden_character_is_a_scenario_error(text: str) -> Non
     assert "bad.yaml" in str(info.value)
 
 
-@pytest.mark.xfail(strict=True, reason="auditctl.py reads '0-3' as -3; auditctl (strtoul) sends 0, checked "
-                   "with Debian's auditctl on this kernel: `-F uid=0-3` lists as `-F uid=0`")
 @pytest.mark.parametrize("field", ["uid", "success"])
 def test_auditctl_number_followed_by_junk_is_read_as_strtoul_does(field: str) -> None:
     from collector.protocol.auditctl import parse_rule
@@ -117,13 +114,83 @@ def test_auditctl_number_followed_by_junk_is_read_as_strtoul_does(field: str) ->
     assert [f.value for f in rule.fields if f.field_id == {"uid": 1, "success": 104}[field]] == [0]
 
 
-@pytest.mark.xfail(strict=True, reason="scenario.py _compose: a YAML tag on a mapping key escapes as "
-                   "yaml.constructor.ConstructorError")
+@pytest.mark.parametrize(
+    "value,sent",
+    [("0x", 0), ("0x1f", 31), ("010", 8), ("1_0", 1), ("-5x", 0xFFFFFFFB), ("08", 0)],
+    ids=["0x", "hex", "octal", "underscore", "negative-junk", "octal-stops-at-8"],
+)
+def test_auditctl_numbers_are_read_as_strtol_reads_them(value: str, sent: int) -> None:
+    """Each value as Debian's auditctl 3.0.9 sends it (`-F uid=VALUE`, listed back): strtol with
+    base 0 stops at the first character that is no digit of the base; Python's int() would
+    take `1_0` as 10 and refuse `08`."""
+    from collector.protocol.auditctl import parse_rule
+
+    rule = parse_rule(f"-a always,exit -F arch=b64 -S unlinkat -F uid={value}", "x86_64")
+    assert [f.value for f in rule.fields if f.field_id == 1] == [sent]
+
+
+@pytest.mark.parametrize("value", ["\u00b2", "\u0663"], ids=["superscript-two", "arabic-three"])
+def test_auditctl_digits_are_ascii_digits(value: str) -> None:
+    """C's isdigit knows 0-9 only; str.isdigit() also says yes to these."""
+    from collector.protocol.auditctl import parse_rule
+    from collector.protocol.rules import RuleError
+
+    with pytest.raises(RuleError):
+        parse_rule(f"-a always,exit -F pid={value}", "x86_64")
+
+
 def test_scenario_yaml_tag_on_a_key_is_a_scenario_error() -> None:
     from simulator.scenario import ScenarioError, parse_scenario_text
 
     with pytest.raises(ScenarioError):
         parse_scenario_text("{!a a: 1}", "bad.yaml")
+
+
+@pytest.mark.parametrize(
+    "text,problem",
+    [
+        ("name: x\nv: !!int abc\n", "int"),  # PyYAML's constructor raises a plain ValueError
+        ("name: !!timestamp 2024-99-99\n", "month"),
+        ("name: &a [*a]\n", "refers to a node that contains it"),  # would recurse for ever
+        ("[" * 3000 + "]" * 3000, "nested too deeply"),
+        ("a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+         + "".join(f"{c}: &{c} [{', '.join([f'*{p}'] * 10)}]\n" for p, c in zip("abcdefgh", "bcdefghi", strict=True)),
+         "expand to far more nodes"),  # 10**9 nodes from 9 lines
+    ],
+    ids=["bad-int", "bad-timestamp", "recursive-alias", "deep", "alias-bomb"],
+)
+def test_scenario_yaml_that_cannot_be_built_is_a_scenario_error(text: str, problem: str) -> None:
+    from simulator.scenario import ScenarioError, parse_scenario_text
+
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario_text(text, "bad.yaml")
+    assert str(info.value).startswith("bad.yaml") and problem in str(info.value)
+
+
+def test_scenario_record_with_a_malformed_header_dumps_as_a_record() -> None:
+    """``audit(1.1:25)`` without ``): `` is a record all the same: the kernel model sends it
+    (and nothing while audit is off). Dumped as ``raw:`` it would replay past the model."""
+    from simulator.scenario import dump_scenario, parse_scenario_text
+
+    sc = parse_scenario_text("name: x\nmessages:\n  - record: 'type=SYSCALL msg=audit(1.1:25)'\n", "x.yaml")
+    dumped = dump_scenario(sc)
+    assert "raw:" not in dumped and "record: 'type=SYSCALL msg=audit(1.1:25)'" in dumped
+    again = parse_scenario_text(dumped, "dumped.yaml")
+    assert [(m.kind, m.type, m.payload, m.raw) for m in again.messages()] == [("record", 1300, b"audit(1.1:25)", None)]
+
+
+@pytest.mark.parametrize(
+    "garbage", ["'plain text'", "{type: 1300, hex: 'ff00'}", '"\\udc8f\\x01 control"'], ids=["text", "hex", "escaped"]
+)
+def test_scenario_garbage_fault_dumps_to_the_same_bytes(garbage: str) -> None:
+    """A garbage fault's payload is bytes: dumped as text only when it is plain UTF-8 text."""
+    from simulator.scenario import dump_scenario, parse_scenario_text
+
+    text = f"name: x\nmessages:\n  - fault: {{garbage: {garbage}}}\n  - record: 'type=EOE msg=audit(1.1:2): '\n"
+    sc = parse_scenario_text(text, "x.yaml")
+    again = parse_scenario_text(dump_scenario(sc), "dumped.yaml")
+    want = [(f.message.type, f.message.payload) for f in sc.faults() if f.message is not None]
+    assert want and [(f.message.type, f.message.payload) for f in again.faults() if f.message is not None] == want
 
 
 # Found by the `kernel` target: the kernel writes every record to the registered daemon in the
@@ -180,8 +247,6 @@ def test_login_record_reaches_the_ledger_through_the_simulator() -> None:
             t.close()
 
 
-@pytest.mark.xfail(strict=True, reason="rules.py kernel_form(): the kernel lists string fields up to the "
-                   "first NUL (audit_pack_string uses strlen); kernel_form keeps the whole string")
 def test_kernel_form_lists_strings_as_the_kernel_does() -> None:
     from bench.fuzz.rule_data_target import _kernel, _send
     from collector.protocol.auditctl import parse_rule

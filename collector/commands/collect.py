@@ -201,7 +201,8 @@ class Collector:
             try:
                 if outcome.mode == "multicast":
                     data = self._open(self.endpoint, multicast=True)
-                registered = outcome.registered_pid
+                # read-only never registers, not even to take back a pid it never held
+                registered = None if outcome.read_only else outcome.registered_pid
                 ours = self.flags.allow_config and not outcome.read_only
                 self.reader = Reader(
                     data,

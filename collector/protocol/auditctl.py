@@ -5,7 +5,11 @@ option letters (-a -A -d -S -F -C -w -W -k -p), the same value spellings (``auid
 ``exit=-EACCES``, ``a0=0x4``, ``msgtype=SYSCALL``, ``arch=b64``), the same field order on the
 wire (fields in the order given, all keys joined by \\x01 in one trailing ``key`` field) and the
 same checks, but a failure raises ``RuleError`` naming the rule text and the problem instead of
-printing a message.
+printing a message. Values are read as libaudit reads them, with ``strtol``/``strtoul`` (the
+number at the start of the value, the rest ignored: ``uid=0-3`` is 0), except that a value
+outside 32 bits is refused rather than wrapped. String values (paths, keys) are bytes, as on
+auditctl's command line: undecodable argv bytes, which Python passes on as surrogate escapes,
+go into the rule as the same bytes.
 
 Formatting follows auditctl-listing.c ``print_rule`` (what ``auditctl -l`` prints) character
 for character, quirks included: ``arch`` printed as b64/b32, syscalls in number order,
@@ -47,7 +51,6 @@ from .syscalls import (
     host_machine,
     machine_by_elf,
     machine_by_name,
-    parse_c_int,
     resolve_arch,
     syscall_name,
     syscall_number,
@@ -255,6 +258,8 @@ def parse_rule_command(
     else:
         tokens = list(text)
         shown = shlex.join(tokens)
+    for tok in tokens:
+        _check_argument(tok, shown)
     if tokens and tokens[0] == "auditctl":
         tokens = tokens[1:]
     if not tokens:
@@ -265,6 +270,76 @@ def parse_rule_command(
         raise RuleError(f"rule {shown!r}: {exc}") from None
     builder = _RuleBuilder(shown, machine, is_dir or os.path.isdir)
     return builder.build(tokens)
+
+
+def _check_argument(token: str, shown: str) -> None:
+    """Refuse what no argv element can hold; everything else is auditctl's to judge.
+
+    auditctl takes its arguments as C strings: bytes up to a NUL. Paths, keys and names are
+    bytes on Linux, and Python gives undecodable argv bytes to us as surrogate escapes
+    (U+DC80..U+DCFF), which go back to the same bytes (``_b``): ``-w /\\udc8f`` watches the path
+    b"/\\x8f", as ``auditctl -w $'/\\x8f'`` does. A NUL, or a surrogate that is no escaped byte,
+    cannot come from any command line.
+    """
+    if "\0" in token:
+        raise RuleError(f"rule {shown!r}: argument {token!r} holds a NUL character, which no argument can carry")
+    try:
+        _b(token)
+    except UnicodeEncodeError as exc:
+        raise RuleError(
+            f"rule {shown!r}: argument {token!r} holds {token[exc.start]!r}, which stands for no byte"
+        ) from None
+
+
+def _b(text: str) -> bytes:
+    """The bytes auditctl would see for ``text`` (undecodable argv bytes come back as they were)."""
+    return text.encode("utf-8", "surrogateescape")
+
+
+def _isdigit(ch: str) -> bool:
+    """C's isdigit: ASCII 0-9 only (str.isdigit also says yes to '²' and '٣')."""
+    return "0" <= ch <= "9" and len(ch) == 1
+
+
+def _starts_number(v: str, *, negative: bool = True) -> bool:
+    """libaudit's test before it calls strtol: a digit, or (``negative``) '-' and a digit."""
+    return _isdigit(v[:1]) or (negative and len(v) >= 2 and v[0] == "-" and _isdigit(v[1]))
+
+
+_C_SPACE = " \t\n\v\f\r"
+_HEX = "0123456789abcdefABCDEF"
+
+
+def _strtol(text: str) -> tuple[int, str] | None:
+    """C's ``strtol(text, &end, 0)``: the value of the number at the start and the rest.
+
+    Leading white space and one sign are skipped; ``0x``/``0X`` followed by a hex digit means
+    hex, a leading ``0`` octal, else decimal; reading stops at the first character that is not
+    a digit of the base (``0-3`` is 0 and ``-3`` is the rest, ``0x`` is 0 and ``x`` the rest).
+    None when no digit was read (C returns 0 with ``end == text``). The value is exact: the
+    caller decides what is out of range.
+    """
+    i, n = 0, len(text)
+    while i < n and text[i] in _C_SPACE:
+        i += 1
+    neg = False
+    if i < n and text[i] in "+-":
+        neg = text[i] == "-"
+        i += 1
+    if text[i : i + 2] in ("0x", "0X") and i + 2 < n and text[i + 2] in _HEX:
+        base, i = 16, i + 2
+        digits = _HEX
+    elif text[i : i + 1] == "0":
+        base, digits = 8, "01234567"
+    else:
+        base, digits = 10, "0123456789"
+    j = i
+    while j < n and text[j] in digits:
+        j += 1
+    if j == i:
+        return None
+    value = int(text[i:j], base)
+    return (-value if neg else value), text[j:]
 
 
 class _RuleBuilder:
@@ -404,7 +479,7 @@ class _RuleBuilder:
             if name == "all":
                 self.mask = [a | b for a, b in zip(self.mask, ALL_SYSCALLS_MASK, strict=True)]
                 continue
-            if listnr == URING_LIST and not name[:1].isdigit():
+            if listnr == URING_LIST and not _isdigit(name[:1]):
                 raise self.error(f"-S {name}: io_uring operation names are not known here; give the number")
             try:
                 nr = syscall_number(name, self.elf)
@@ -418,11 +493,11 @@ class _RuleBuilder:
     def watch(self, letter: str, path: str) -> None:
         if letter == "w" and (self.add is not None or self.delete is not None):
             raise self.error(f"-w {path}: watch option can't be given with a syscall rule (-a/-d)")
-        if len(path) >= PATH_MAX:
-            raise self.error(f"-{letter}: the path passed for the watch is too big ({len(path)} bytes)")
+        if len(_b(path)) >= PATH_MAX:
+            raise self.error(f"-{letter}: the path passed for the watch is too big ({len(_b(path))} bytes)")
         if not path.startswith("/"):
             raise self.error(f"-{letter} {path}: the path must start with '/'")
-        if len(os.path.basename(path.rstrip("/") or "/").encode()) > NAME_MAX:
+        if len(_b(os.path.basename(path.rstrip("/") or "/"))) > NAME_MAX:
             raise self.error(f"-{letter} {path}: the base name of the path is too big")
         if self.fields:
             raise self.error(f"-{letter} {path}: a watch must come before any field")
@@ -471,7 +546,7 @@ class _RuleBuilder:
     # -- keys ----------------------------------------------------------------------------
 
     def add_key(self, key: str) -> None:
-        if len(key.encode()) + len(self.key.encode()) + (1 if self.key else 0) > MAX_KEY_LEN:
+        if len(_b(key)) + len(_b(self.key)) + (1 if self.key else 0) > MAX_KEY_LEN:
             raise self.error(f"key {key!r}: key option exceeds the size limit of {MAX_KEY_LEN} bytes")
         if KEY_SEPARATOR in key:
             raise self.error(f"key {key!r} has the illegal character \\x01")
@@ -518,7 +593,7 @@ class _RuleBuilder:
         elif fid == F["MSGTYPE"]:
             if listnr not in (EXCLUDE_LIST, USER_LIST):
                 raise self.error(f"{where}: msgtype is only valid on the exclude and user lists")
-            if v[:1].isdigit():
+            if _isdigit(v[:1]):
                 f.value = self.number(v, where)
             else:
                 try:
@@ -534,7 +609,7 @@ class _RuleBuilder:
                 if op not in (EQUAL, NOT_EQUAL):
                     raise self.error(f"{where}: exe only takes = or !=")
                 self.exe_added = True
-            if len(v.encode()) > PATH_MAX:
+            if len(_b(v)) > PATH_MAX:
                 raise self.error(f"{where}: value is longer than {PATH_MAX} bytes")
             f.strval = v
         elif fid == F["FILTERKEY"]:  # reached only via the final key=...
@@ -559,7 +634,7 @@ class _RuleBuilder:
             need_exit()
             if v in _FILETYPES:
                 f.value = _FILETYPES[v]
-            elif v[:1].isdigit():
+            elif _isdigit(v[:1]):
                 f.value = self.number(v, where)
             else:
                 raise self.error(f"{where}: unknown file type {v!r} (one of {', '.join(_FILETYPES)})")
@@ -568,14 +643,14 @@ class _RuleBuilder:
                 raise self.error(f"{where}: fstype is only valid on the filesystem list")
             if v in _FSTYPES:
                 f.value = _FSTYPES[v]
-            elif v[:1].isdigit():
+            elif _isdigit(v[:1]):
                 f.value = self.number(v, where, signed=False)
             else:
                 raise self.error(
                     f"{where}: file system type is unknown: {v!r} (known: {', '.join(_FSTYPES)})"
                 )
         elif fid in _ARG_FIELDS:
-            if not (v[:1].isdigit() or (len(v) >= 2 and v[0] == "-" and v[1].isdigit())):
+            if not _starts_number(v):
                 raise self.error(f"{where}: value {v!r} should be a number")
             f.value = self.number(v, where)
         elif fid == F["SESSIONID"]:
@@ -595,29 +670,42 @@ class _RuleBuilder:
                 raise self.error(f"{where}: inode only takes = or !=")
             if fid == F["PPID"] and listnr != EXIT_LIST:
                 raise self.error(f"{where}: ppid is only valid on the exit list")
-            if not v[:1].isdigit():
+            if not _isdigit(v[:1]):
                 raise self.error(f"{where}: value {v!r} should be a number")
             f.value = self.number(v, where)
         self.fields.append(f)
 
     def number(self, v: str, where: str, *, signed: bool = True) -> int:
-        try:
-            return parse_c_int(v, signed=signed)
-        except ValueError as exc:
-            raise self.error(f"{where}: {exc}") from None
+        """The u32 auditctl sends for ``v``: libaudit reads values with ``strtol``/``strtoul(v,
+        NULL, 0)``, which take the number at the start and ignore the rest (``uid=0-3`` is sent,
+        and listed, as ``uid=0``; checked with auditctl 3.0.9).
+
+        One deliberate difference: a value outside 32 bits is an error. auditctl stores the C
+        ``long`` in a u32, which on a 64-bit machine silently makes ``99999999999`` into
+        1215752191 and on a 32-bit one saturates: no user means either.
+        """
+        parsed = _strtol(v)
+        if parsed is None:
+            raise self.error(f"{where}: {v!r} is not a number")
+        n = parsed[0]
+        if n < 0 and not signed:
+            raise self.error(f"{where}: {v!r}: negative value not allowed")
+        if n > 0xFFFFFFFF or n < -0x80000000:
+            raise self.error(f"{where}: {v!r} does not fit in 32 bits")
+        return n & 0xFFFFFFFF
 
     def id_value(self, v: str, where: str, *, users: bool) -> int:
-        if v[:1].isdigit() or (users and len(v) >= 2 and v[0] == "-" and v[1].isdigit()):
+        if _starts_number(v, negative=users):
             return self.number(v, where)
         if users and v == "unset":
             return 0xFFFFFFFF
         try:
             return pwd.getpwnam(v).pw_uid if users else grp.getgrnam(v).gr_gid
-        except KeyError:
+        except (KeyError, ValueError, UnicodeError):  # ValueError: a name no passwd line can have
             raise self.error(f"{where}: unknown {'user' if users else 'group'} {v!r}") from None
 
     def exit_value(self, v: str, where: str) -> int:
-        if v[:1].isdigit() or (len(v) >= 2 and v[0] == "-" and v[1].isdigit()):
+        if _starts_number(v):
             return self.number(v, where)
         sign, name = (-1, v[1:]) if v.startswith("-") else (1, v)
         num = ERRNO.get(name)

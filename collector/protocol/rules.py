@@ -157,16 +157,27 @@ class AuditRuleData:
         return out
 
     def kernel_form(self) -> AuditRuleData:
-        """This rule as the kernel lists it back: without PREPEND and without class bits.
+        """This rule as the kernel lists it back: without PREPEND, without class bits, and with
+        string fields up to their first NUL.
 
         The kernel (auditfilter.c ``audit_to_entry_common``) clears the syscall-class bits in
         the top of mask[63] after expanding them, and keeps only the list number in
         ``flags``. Class expansion itself is not modelled: auditctl only sets class bits as
-        part of "-S all", where the expansion adds nothing.
+        part of "-S all", where the expansion adds nothing. A string is kept as the C string
+        ``audit_unpack_string`` makes of it, and listed by ``audit_pack_string``, which measures
+        it with ``strlen``: bytes from a NUL on are gone, and the length shrinks with them.
         """
         mask = list(self.mask)
         mask[-1] &= ~SYSCALL_CLASS_BITS
-        return replace(self, flags=self.list_nr, mask=tuple(mask), fields=[replace(f) for f in self.fields])
+        fields = []
+        for f in self.fields:
+            if is_string_field(f.field) and f.strval is not None:
+                data = f.strbytes().split(b"\0", 1)[0]
+                strval = data if isinstance(f.strval, bytes) else data.decode("utf-8", "surrogateescape")
+                fields.append(replace(f, value=len(data), strval=strval))
+            else:
+                fields.append(replace(f))
+        return replace(self, flags=self.list_nr, mask=tuple(mask), fields=fields)
 
     # -- wire format ---------------------------------------------------------------------
 
@@ -185,7 +196,7 @@ class AuditRuleData:
         for i, f in enumerate(self.fields):
             ids[i] = f.field
             ops[i] = f.op
-            if is_string_field(f.field):
+            if is_string_field(f.field) and f.strval is not None:
                 data = f.strbytes()
                 values[i] = len(data)
                 buf += data
