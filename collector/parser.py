@@ -298,7 +298,7 @@ def parse_record(type_number: int | None, data: bytes | bytearray | memoryview |
             raise _header_error(text, "audit.log")
         node, name, sec, msec, serial = m.groups()
         start = m.start(3) - 6  # where "audit(" begins: the kernel's message
-        rtype = _type_number(name)
+        rtype = _TYPE_NUMBERS.get(name) or _type_number(name)  # no call for a name seen before
 
     body = text[m.end() :]
     enrichment = None

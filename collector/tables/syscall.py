@@ -108,26 +108,26 @@ def read_syscall(event: Event, wanted: Container[str], stats: TableStats) -> Sys
     except DecodeError:
         stats.drop("syscall_bad_exe")
         return None
-    ids: dict[str, int] = {}
-    for key in _ID_FIELDS:
-        raw = f.get(key)
-        if raw is None:
-            stats.drop(f"syscall_no_{key}")
-            return None
-        value = decode_int(raw)
-        if value is None:
-            stats.drop(f"syscall_bad_{key}")
-            return None
-        ids[key] = value
+    try:
+        # the fast path (every field present and decimal): one int() each, no per-field calls;
+        # int(raw) is decode_int(raw) when it succeeds, so the result is the same
+        ids = (
+            int(f["pid"]), int(f["ppid"]), int(f["uid"]), int(f["auid"]), int(f["euid"]), int(f["fsuid"]),
+            int(f["suid"]), int(f["gid"]), int(f["egid"]), int(f["fsgid"]), int(f["sgid"]),
+        )  # fmt: skip
+    except (KeyError, ValueError):
+        # which field, and why: counted by name, as osquery's publisher checks them in order
+        for key in _ID_FIELDS:
+            raw = f.get(key)
+            if raw is None:
+                stats.drop(f"syscall_no_{key}")
+                return None
+            if decode_int(raw) is None:
+                stats.drop(f"syscall_bad_{key}")
+                return None
+        raise  # pragma: no cover - every field decoded on the second look: cannot happen
     # osquery: a record without `success` counts as a success
     raw_success = f.get("success")
-    success = raw_success is None or raw_success == "yes" or decode_text(raw_success) == "yes"
-    return SyscallInfo(
-        record=rec,
-        arch=arch_name(raw_arch) or "",
-        number=number,
-        name=name,
-        success=success,
-        exe=exe,
-        **ids,
-    )
+    # ("no" is decode_text("no"): skip the hex attempt and its exception for every failed syscall)
+    success = raw_success is None or raw_success == "yes" or (raw_success != "no" and decode_text(raw_success) == "yes")
+    return SyscallInfo(rec, arch_name(raw_arch) or "", number, name, success, exe, *ids)
