@@ -63,3 +63,23 @@ def machine_line(info: dict | None = None) -> str:
         f"{m['mem_total_mib']} MiB, Python {m['python']}"
         + (f", load {load[0]:.2f}" if load else "")
     )
+
+
+def write_outputs(report: dict, json_path: str | None, plot_path: str | None, plot, name: str) -> int:
+    """Print nothing; write the report as JSON and the plot where asked. 0, or 2 when the plot
+    cannot be drawn (matplotlib missing), with the reason on stderr."""
+    import json
+
+    if json_path:
+        with open(json_path, "w", encoding="utf-8") as f:
+            json.dump(report, f, indent=1)
+            f.write("\n")
+    if plot_path:
+        from bench.plot import PlotUnavailable
+
+        try:
+            plot(report, plot_path)
+        except PlotUnavailable as exc:
+            print(f"bench {name}: --plot: {exc}", file=sys.stderr)
+            return 2
+    return 0

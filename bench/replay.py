@@ -43,7 +43,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from bench.corpus import CorpusInfo, build_corpus
-from bench.machine import machine_info, machine_line
+from bench.machine import machine_info, machine_line, write_outputs
 from bench.peers import (
     Measured,
     auparse_command,
@@ -447,18 +447,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"bench replay: {exc}", file=sys.stderr)
         return 2
     print(format_report(report))
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=1)
-            f.write("\n")
-    if args.plot:
-        from bench.plot import PlotUnavailable, plot_replay
+    from bench.plot import plot_replay
 
-        try:
-            plot_replay(report, args.plot)
-        except PlotUnavailable as exc:
-            print(f"bench replay: --plot: {exc}", file=sys.stderr)
-            return 2
+    if write_outputs(report, args.json, args.plot, plot_replay, "replay"):
+        return 2
     return 0
 
 

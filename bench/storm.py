@@ -55,7 +55,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from bench.machine import machine_info, machine_line
+from bench.machine import machine_info, machine_line, write_outputs
 from bench.peers import AuditdDaemon, peer_versions, unavailable
 
 __all__ = ["COLLECTORS", "STORMS", "StormResult", "format_report", "register", "run_storm_bench"]
@@ -931,18 +931,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"bench storm: {exc}", file=sys.stderr)
         return 2
     print(format_report(report))
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=1)
-            f.write("\n")
-    if args.plot:
-        from bench.plot import PlotUnavailable, plot_storm
+    from bench.plot import plot_storm
 
-        try:
-            plot_storm(report, args.plot)
-        except PlotUnavailable as exc:
-            print(f"bench storm: --plot: {exc}", file=sys.stderr)
-            return 2
+    if write_outputs(report, args.json, args.plot, plot_storm, "storm"):
+        return 2
     return 0 if report.get("kernel_restored") else 1
 
 

@@ -71,6 +71,7 @@ from collector.transport import (
     TransportError,
     TransportEvent,
     open_transport,
+    size_rcvbuf,
 )
 
 __all__ = [
@@ -98,7 +99,6 @@ _KIND_ENOBUFS = 0xFFFFFFFE
 _KIND_STATS = 0xFFFFFFFD
 _F_SETPIPE_SZ = 1031
 _PR_SET_PDEATHSIG = 1
-SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 
 
 @dataclass(slots=True)
@@ -132,18 +132,6 @@ def _set_pdeathsig() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     except (OSError, AttributeError):
         pass
-
-
-def _grow_rcvbuf(sock: socket.socket, size: int) -> int:
-    if size > 0:
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
-        except OSError:
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
-            except OSError:
-                pass
-    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
 
 
 class _Drainer:
@@ -406,7 +394,7 @@ class Receiver:
         # our own handle on the same socket (a dup: closing it leaves the transport's open);
         # family, type and protocol are read from the descriptor
         self._sock = socket.socket(fileno=os.dup(self.transport.fileno()))
-        self.counters.rcvbuf = _grow_rcvbuf(self._sock, self.rcvbuf_wanted)
+        self.counters.rcvbuf = size_rcvbuf(self._sock, self.rcvbuf_wanted)
         prefix = self._sock.family == socket.AF_UNIX
         self._started = True
         if self.mode == "process":

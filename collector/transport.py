@@ -199,7 +199,7 @@ def live_lock_held() -> bool:
 # --- backends ---------------------------------------------------------------------------------
 
 
-def _size_rcvbuf(sock: socket.socket, size: int) -> int:
+def size_rcvbuf(sock: socket.socket, size: int) -> int:
     """SO_RCVBUFFORCE as root (ignores rmem_max), SO_RCVBUF otherwise; returns what we got."""
     if size > 0:
         try:
@@ -238,7 +238,7 @@ class _NetlinkBackend(_Backend):
                 f"cannot open a NETLINK_AUDIT socket ({exc}); is the kernel built with CONFIG_AUDIT?"
             ) from exc
         try:
-            self.rcvbuf = _size_rcvbuf(self.sock, rcvbuf)
+            self.rcvbuf = size_rcvbuf(self.sock, rcvbuf)
             self.groups = 1 << (AUDIT_NLGRP_READLOG - 1) if multicast else 0
             try:
                 self.sock.bind((0, self.groups))
@@ -267,7 +267,7 @@ class _EndpointBackend(_Backend):
 
     def __init__(self, sock: socket.socket, *, multicast: bool, rcvbuf: int, timeout: float) -> None:
         self.sock = sock
-        self.rcvbuf = _size_rcvbuf(sock, rcvbuf)
+        self.rcvbuf = size_rcvbuf(sock, rcvbuf)
         self.sock.setblocking(False)
         self._results: deque[Control] = deque()
         self._early: deque[tuple[int, bytes, bool]] = deque()  # data that overtook a control answer
