@@ -86,13 +86,11 @@ class Simulate:
             self.proc.stderr.close()
 
 
-def _collect(
-    endpoint: str, sc: Scenario, out: Path, stats: Path, *, duration: float = 30.0, extra: tuple[str, ...] = ()
-) -> subprocess.Popen:
+def _collect(endpoint: str, sc: Scenario, out: Path, stats: Path, *, duration: float = 30.0) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "collector.cli", "collect", "--endpoint", endpoint, "--output", str(out),
          "--stats-json", str(stats), "--status-interval", "0.2", "--duration", str(duration),
-         "--state-file", "none", *extra, *sc.flags],
+         "--state-file", "none", *sc.flags],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT,
     )
 
@@ -103,24 +101,15 @@ def _status(endpoint: str) -> AuditStatus:
 
 
 @pytest.mark.parametrize(
-    ("name", "extra"),
+    "name",
     [
-        ("python-tcp4-connect", ()),  # plain replay to the registered daemon
-        # the same through the dedicated receiver (collector/receiver.py); the forked-process
-        # drainer is exercised on the real kernel by tests/test_bench_storm.py
-        ("python-tcp4-connect", ("--receiver", "thread")),
-        ("fault-enobufs", ("--receiver", "thread")),
-    ]
-    + [
-        (n, ())
-        for n in (
-            "fault-enobufs",  # a fault injected through the endpoint (ENOBUFS as the socket error)
-            "fault-steal-pid",  # another "process" takes the daemon pid; the collector takes it back
-            "fault-immutable-kernel",  # enabled=2: the collector reads the multicast copy
-        )
+        "python-tcp4-connect",  # plain replay to the registered daemon
+        "fault-enobufs",  # a fault injected through the endpoint (ENOBUFS as the socket error)
+        "fault-steal-pid",  # another "process" takes the daemon pid; the collector takes it back
+        "fault-immutable-kernel",  # enabled=2: the collector reads the multicast copy
     ],
 )
-def test_collect_gets_the_scenarios_rows_from_kaudit_simulate(name, extra, sockdir):
+def test_collect_gets_the_scenarios_rows_from_kaudit_simulate(name, sockdir):
     path = SCENARIOS / f"{name}.yaml"
     sc = load_scenario(path)
     sim = Simulate(sockdir / "audit.sock", path)
@@ -128,8 +117,8 @@ def test_collect_gets_the_scenarios_rows_from_kaudit_simulate(name, extra, sockd
     collector = None
     try:
         sim.wait_for("listening on unix:")
-        collector = _collect(sim.endpoint, sc, out, stats, extra=extra)
-        sim.wait_for("scenario replayed", timeout=90)
+        collector = _collect(sim.endpoint, sc, out, stats)
+        sim.wait_for("scenario replayed")
         time.sleep(0.5)  # the collector writes the rows of the last events it read
         collector.send_signal(signal.SIGTERM)
         _, err = collector.communicate(timeout=30)

@@ -321,16 +321,6 @@ class Collector:
             _info(f"restored the audit state found at start ({len(report.done)} change(s) undone)")
 
 
-def _transport_factory(receiver: str):
-    """None keeps Collector's plain transport; otherwise each transport is drained by a Receiver
-    once reading starts (configuration still goes straight to the socket)."""
-    if receiver == "off":
-        return None
-    from ..receiver import receiver_transport_factory
-
-    return receiver_transport_factory(mode=receiver)
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "collect",
@@ -352,13 +342,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--duration", type=float, metavar="S", help="stop after S seconds (default: run until a signal)"
     )
     p.add_argument("--output", "-o", metavar="FILE", help="write rows here (default: standard output)")
-    p.add_argument(
-        "--receiver",
-        choices=("off", "thread", "process"),
-        default="off",
-        help="drain the socket in a dedicated thread or forked process (collector/receiver.py), so a "
-        "storm waits in our memory instead of the kernel's backlog (docs/performance.md); default off",
-    )
     p.add_argument(
         "--stats", action="store_true", help="print the counters and the record ledger on stderr at exit"
     )
@@ -453,7 +436,6 @@ def run(args: argparse.Namespace) -> int:
         timeout_ms=args.timeout_ms,
         state_path=state_path,
         parent_pid=parent_pid,
-        transport_factory=_transport_factory(args.receiver),
     )
     locking = args.endpoint == "kernel" and flags.allow_config and not args.no_lock
     try:
