@@ -118,7 +118,7 @@ def test_collect_gets_the_scenarios_rows_from_kaudit_simulate(name, sockdir):
     try:
         sim.wait_for("listening on unix:")
         collector = _collect(sim.endpoint, sc, out, stats)
-        sim.wait_for("scenario replayed")
+        sim.wait_for("scenario replayed", timeout=90)
         time.sleep(0.5)  # the collector writes the rows of the last events it read
         collector.send_signal(signal.SIGTERM)
         _, err = collector.communicate(timeout=30)
