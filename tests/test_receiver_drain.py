@@ -135,6 +135,9 @@ def test_stop_hands_over_what_the_socket_held_and_reaps_the_drainer(server: Endp
     pid = r.drainer_pid
     for i in range(500):
         server.emit_record(SYSCALL, f"n={i}")
+    # the endpoint writes asynchronously: stop() promises what the *socket* held, so wait until
+    # every record has left the endpoint's queue before asking the drainer to stop
+    assert server.wait_drained(t.port_id, timeout=10)
     r.stop()
     got = _take(r.get, 500, timeout=5)
     r.close()
