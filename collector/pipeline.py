@@ -358,3 +358,17 @@ class Pipeline:
             return rec.get("pid") in self._exclude or rec.get("ppid") in self._exclude
         except RecordError:
             return False
+
+
+def report_stats(stats: PipelineStats, *, text: bool, json_path: str | None) -> None:
+    """``--stats`` (the ledger as text on stderr) and ``--stats-json FILE``, the same for
+    collect and replay."""
+    import json
+    import sys
+
+    if text:
+        print(stats.format_text(), file=sys.stderr)
+    if json_path:
+        with open(json_path, "w", encoding="utf-8") as f:
+            json.dump(stats.as_dict(), f, indent=1, sort_keys=True)
+            f.write("\n")

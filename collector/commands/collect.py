@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import signal
 import sys
@@ -37,7 +36,7 @@ from typing import IO
 
 from collector.config import ConfigError, KernelConfig, UnsafeSetting, default_state_path
 from collector.flags import AuditFlags, add_flag_arguments
-from collector.pipeline import DEFAULT_TIMEOUT_MS, Pipeline, PipelineStats
+from collector.pipeline import DEFAULT_TIMEOUT_MS, Pipeline, PipelineStats, report_stats
 from collector.reader import Reader
 from collector.rows import RowWriter
 from collector.tables import uptime_seconds
@@ -455,12 +454,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if out is not sys.stdout:
             out.close()
-    if args.stats:
-        print(stats.format_text(), file=sys.stderr)
-    if args.stats_json:
-        with open(args.stats_json, "w", encoding="utf-8") as f:
-            json.dump(stats.as_dict(), f, indent=1, sort_keys=True)
-            f.write("\n")
+    report_stats(stats, text=args.stats, json_path=args.stats_json)
     if collector.restore_errors:
         return EXIT_RESTORE_FAILED
     if collector.stop.signum is not None:

@@ -24,7 +24,6 @@ capture that cannot be used (``file:line: problem``).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Callable
@@ -32,7 +31,7 @@ from dataclasses import dataclass
 from typing import IO, BinaryIO
 
 from collector.flags import AuditFlags, add_flag_arguments
-from collector.pipeline import DEFAULT_TIMEOUT_MS, Pipeline, PipelineStats
+from collector.pipeline import DEFAULT_TIMEOUT_MS, Pipeline, PipelineStats, report_stats
 from collector.rows import RowWriter
 
 __all__ = [
@@ -263,12 +262,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if out is not sys.stdout:
             out.close()
-    if args.stats:
-        print(stats.format_text(), file=sys.stderr)
-    if args.stats_json:
-        with open(args.stats_json, "w", encoding="utf-8") as f:
-            json.dump(stats.as_dict(), f, indent=1, sort_keys=True)
-            f.write("\n")
+    report_stats(stats, text=args.stats, json_path=args.stats_json)
     if not stats.ledger.balanced:
         _err(
             f"record ledger does not balance: {stats.ledger.unaccounted} record(s) unaccounted (a kaudit bug)"
