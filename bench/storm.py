@@ -12,11 +12,13 @@ Collectors, each run once per storm with the same kernel settings (enabled 1, ba
 8192, backlog wait time 0, the rules ``kaudit collect`` installs: connect, bind, accept,
 accept4, execve, execveat for b64 and b32):
 
-* ``kaudit``: ``kaudit collect`` as it is (``--audit_allow_failed_socket_events`` so that a
-  refused connect is a row too, ``--audit_allow_accept_socket_events=false``);
-* ``kaudit-receiver``: the same command with its socket drained by ``collector.receiver``
-  in a separate process (through ``collect --receiver process`` when the command has it, else
-  through a shim that hands ``Collector`` a ``receiver_transport_factory``);
+* ``kaudit``: ``kaudit collect`` as it is, so with its default receiver (``--receiver
+  process``: the socket drained by ``collector.receiver`` in a forked process that does nothing
+  else), ``--audit_allow_failed_socket_events`` so that a refused connect is a row too,
+  ``--audit_allow_accept_socket_events=false``;
+* ``kaudit-noreceiver`` (only when asked for: not in the default list): the same command with
+  ``--receiver off``, the collecting loop reading the socket itself, to show what the receiver
+  buys;
 * ``auditd``: Debian's auditd 3.0.9 in the foreground with a temporary config (log into a
   temporary folder, no plugins; bench.peers.AuditdDaemon), stopped by its pid.
 
@@ -40,7 +42,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
-import fcntl
 import json
 import os
 import shutil
@@ -58,12 +59,13 @@ from pathlib import Path
 from bench.machine import machine_info, machine_line, write_outputs
 from bench.peers import AuditdDaemon, peer_versions, unavailable
 
-__all__ = ["COLLECTORS", "STORMS", "StormResult", "format_report", "register", "run_storm_bench"]
+__all__ = ["COLLECTORS", "DEFAULT_COLLECTORS", "STORMS", "StormResult", "format_report", "register", "run_storm_bench"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LOCK_PATH = "/tmp/kaudit-live.lock"
 STORMS = ("connect", "execve", "mixed")
-COLLECTORS = ("kaudit", "kaudit-receiver", "auditd")
+COLLECTORS = ("kaudit", "kaudit-noreceiver", "auditd")  # every collector --collectors accepts
+DEFAULT_COLLECTORS = ("kaudit", "auditd")  # kaudit-noreceiver is a comparison, run on request
 WORKERS = {"connect": ("connect", "connect"), "execve": ("execve", "execve"), "mixed": ("connect", "execve")}
 STATUS_FIELDS = ("enabled", "failure", "rate_limit", "backlog_limit", "backlog_wait_time")
 KAUDIT_KEY = "kaudit"  # collector.config.KAUDIT_KEY: the key of the rules kaudit collect adds
@@ -302,33 +304,20 @@ class KernelWatch:
 def live_lock(path: str = LOCK_PATH, timeout: float = 600.0, say=None) -> Iterator[None]:
     """The exclusive flock every change of the kernel's audit state holds (waits up to ``timeout``).
 
-    Taken through ``collector.transport.live_lock``, which is re-entrant within a process (a
-    test fixture holding it can run the benchmark); the wait is probed without blocking so
-    that a lock held elsewhere for too long is an error, not a hang.
+    ``collector.transport.live_lock`` itself, which is re-entrant within a process (a test
+    fixture holding it can run the benchmark) and takes a timeout, so that a lock held
+    elsewhere for too long is an error, not a hang. One try without waiting first, so that
+    ``say`` can tell why the benchmark does not start.
     """
-    from collector import transport
+    from collector.transport import live_lock as held
 
-    probe = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        deadline = time.monotonic() + timeout
-        told = False
-        while True:
-            try:
-                fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                fcntl.flock(probe, fcntl.LOCK_UN)
-                break
-            except BlockingIOError:
-                if transport._lock_state["depth"]:  # noqa: SLF001 - this process holds it already
-                    break
-                if time.monotonic() >= deadline:
-                    raise TimeoutError(f"{path} is held by another process (waited {timeout:.0f} s)") from None
-                if say and not told:
-                    say(f"waiting for the live lock {path}")
-                    told = True
-                time.sleep(0.5)
-    finally:
-        os.close(probe)
-    with transport.live_lock(path):
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(held(path, timeout=0))
+        except TimeoutError:
+            if say:
+                say(f"waiting for the live lock {path}")
+            stack.enter_context(held(path, timeout=timeout))
         yield
 
 
@@ -373,10 +362,11 @@ def tree_cpu(pid: int) -> float:
 
 
 class KauditCollector:
-    """``kaudit collect`` as the registered daemon (with or without the receiver)."""
+    """``kaudit collect`` as the registered daemon: as it is (``kaudit``, its default receiver) or
+    with ``--receiver off`` (``kaudit-noreceiver``)."""
 
     def __init__(self, workdir: Path, *, receiver: bool, backlog_limit: int, backlog_wait_time: int) -> None:
-        self.name = "kaudit-receiver" if receiver else "kaudit"
+        self.name = "kaudit" if receiver else "kaudit-noreceiver"
         self.workdir = workdir
         self.receiver = receiver
         self.rows_path = workdir / f"{self.name}.jsonl"
@@ -399,14 +389,11 @@ class KauditCollector:
             "--endpoint", "kernel", "--no-lock", "--state-file", "none", "--status-interval", "1",
             "--output", str(self.rows_path), "--stats-json", str(self.stats_path), *self.flags,
         ]
-        if not self.receiver:
-            self.how = "kaudit collect"
+        if self.receiver:
+            self.how = "kaudit collect"  # its default receiver (process)
             return [sys.executable, "-m", "collector.cli", "collect", *common]
-        if _collect_has_receiver_option():
-            self.how = "kaudit collect --receiver process"
-            return [sys.executable, "-m", "collector.cli", "collect", "--receiver", "process", *common]
-        self.how = "kaudit collect via bench shim (Collector + receiver_transport_factory)"
-        return [sys.executable, "-m", "bench.storm", "_collect_receiver", *common]
+        self.how = "kaudit collect --receiver off"
+        return [sys.executable, "-m", "collector.cli", "collect", "--receiver", "off", *common]
 
     def start(self) -> int:
         err = open(self.stderr_path, "wb")  # noqa: SIM115 - owned by the child
@@ -482,24 +469,6 @@ class KauditCollector:
             pass
         out["worker_rows"] = worker_rows
         return out
-
-
-def _collect_has_receiver_option() -> bool:
-    r = subprocess.run(
-        [sys.executable, "-m", "collector.cli", "collect", "--help"], cwd=REPO_ROOT, env=_child_env(),
-        capture_output=True, text=True, timeout=60,
-    )
-    return "--receiver" in r.stdout
-
-
-def _collect_receiver(argv: list[str]) -> int:
-    """``kaudit collect`` with its socket drained by collector.receiver (until collect has --receiver)."""
-    import collector.transport as transport_mod
-    from collector.cli import main
-    from collector.receiver import receiver_transport_factory
-
-    transport_mod.open_transport = receiver_transport_factory(transport_mod.open_transport, mode="process")
-    return main(["collect", *argv])
 
 
 class AuditdCollector:
@@ -651,7 +620,7 @@ def run_one(storm: str, collector_name: str, kernel: Kernel, baseline: KernelSna
         coll = AuditdCollector(rundir, kernel, backlog_limit=backlog_limit, backlog_wait_time=backlog_wait_time,
                                log_format=auditd_log_format)
     else:
-        coll = KauditCollector(rundir, receiver=collector_name == "kaudit-receiver",
+        coll = KauditCollector(rundir, receiver=collector_name != "kaudit-noreceiver",
                                backlog_limit=backlog_limit, backlog_wait_time=backlog_wait_time)
     watch = KernelWatch(kernel)
     workers: list[subprocess.Popen] = []
@@ -753,7 +722,7 @@ def run_one(storm: str, collector_name: str, kernel: Kernel, baseline: KernelSna
 
 def run_storm_bench(
     storms: tuple[str, ...] = STORMS,
-    collectors: tuple[str, ...] = COLLECTORS,
+    collectors: tuple[str, ...] = DEFAULT_COLLECTORS,
     *,
     duration: float = 10.0,
     backlog_limit: int = 8192,
@@ -853,19 +822,19 @@ def format_report(report: dict) -> str:
         machine_line(report["machine"]),
         f"auditd {report['versions'].get('auditd') or 'n/a'} (log_format={s['auditd_log_format']})",
         "",
-        f"  {'storm':8s} {'collector':16s} {'calls/s':>8s} {'records/s':>10s} {'lost':>8s} {'peak bl':>7s} "
+        f"  {'storm':8s} {'collector':17s} {'calls/s':>8s} {'records/s':>10s} {'lost':>8s} {'peak bl':>7s} "
         f"{'CPU%':>5s} {'ms CPU/1k rec':>13s} {'drain s':>7s} {'rows/calls':>17s} {'waited s':>8s}",
     ]
     hz = s.get("hz") or 250
     for r in report["runs"]:
         if r["error"] and r["calls"] == 0:
-            lines.append(f"  {r['storm']:8s} {r['collector']:16s} failed: {r['error']}")
+            lines.append(f"  {r['storm']:8s} {r['collector']:17s} failed: {r['error']}")
             continue
         rows = (
             f"{r['worker_rows']:,}/{r['events_generated']:,}" if r["worker_rows"] is not None else "-"
         )
         lines.append(
-            f"  {r['storm']:8s} {r['collector']:16s} {_f(r['calls_per_s'], ',.0f', 8)} "
+            f"  {r['storm']:8s} {r['collector']:17s} {_f(r['calls_per_s'], ',.0f', 8)} "
             f"{_f(r['records_per_s'], ',.0f', 10)} {_f(r['kernel_lost'], ',d', 8)} {_f(r['peak_backlog'], 'd', 7)} "
             f"{_f(r['cpu_percent'], '.0f', 5)} {_f(r['cpu_ms_per_1k_records'], '.1f', 13)} "
             f"{_f(r['drain_s'], '.1f', 7)} {rows:>17s} "
@@ -896,8 +865,9 @@ def _list(allowed: tuple[str, ...], what: str):
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storms", type=_list(STORMS, "storm"), default=STORMS, metavar="S,S",
                    help=f"storms to run (default {','.join(STORMS)})")
-    p.add_argument("--collectors", type=_list(COLLECTORS, "collector"), default=COLLECTORS, metavar="C,C",
-                   help=f"collectors (default {','.join(COLLECTORS)})")
+    p.add_argument("--collectors", type=_list(COLLECTORS, "collector"), default=DEFAULT_COLLECTORS, metavar="C,C",
+                   help=f"collectors, of {','.join(COLLECTORS)} (default {','.join(DEFAULT_COLLECTORS)}; "
+                   "kaudit-noreceiver is kaudit collect --receiver off, for comparison)")
     p.add_argument("--duration", type=float, default=10.0, metavar="S", help="storm length (default 10 s)")
     p.add_argument("--backlog-limit", type=int, default=8192, metavar="N", help="kernel backlog limit (default 8192)")
     p.add_argument("--backlog-wait-time", type=int, default=0, metavar="N",
@@ -952,8 +922,6 @@ def _main(argv: list[str]) -> int:
     if argv[:1] == ["_worker"]:
         print(json.dumps(_worker(argv[1], float(argv[2]), int(argv[3]))), flush=True)
         return 0
-    if argv[:1] == ["_collect_receiver"]:
-        return _collect_receiver(argv[1:])
     p = argparse.ArgumentParser(prog="python -m bench.storm", description=__doc__.split("\n\n")[0])
     add_arguments(p)
     return run(p.parse_args(argv))

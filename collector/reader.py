@@ -124,11 +124,25 @@ class Reader:
         self._retake_error = ""
         self._disabled_seen = False
         self._reenable_error = ""
+        self._quiet = False  # stop_polling(): status replies still arriving are ignored
 
     @property
     def polling(self) -> bool:
         """False once the kernel refused our status polls (no status reply will come)."""
         return self._polling
+
+    def stop_polling(self) -> None:
+        """No more status polls, and nothing done about the replies still on their way.
+
+        For reading after the kernel's state was restored (the records a receiver still
+        holds): a status reply then shows the daemon pid gone, and re-taking it, or switching
+        audit back on, would undo the restore.
+        """
+        self._polling = False
+        self._retake = None
+        self._reenable = None
+        self.pid = None
+        self._quiet = True
 
     # ---- the receive path --------------------------------------------------------------
 
@@ -176,6 +190,8 @@ class Reader:
         # eintr: nothing to do, the next drain reads on
 
     def _control(self, msg: nl.NetlinkMessage) -> None:
+        if msg.type == AUDIT_GET and self._quiet:
+            return  # a poll answered after the restore: it describes the kernel as put back
         if msg.type == AUDIT_GET:
             try:
                 self._status(AuditStatus.decode(msg.payload))

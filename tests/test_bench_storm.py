@@ -4,10 +4,14 @@ The snapshot/restore logic runs against the simulator (no kernel state touched).
 marked ``live``, runs a one-second connect storm on the real kernel under the live lock with
 kaudit (receiver) and auditd, and checks what must hold whatever the machine's speed: the
 kernel's state comes back, no auditd is left running, and the figures add up.
+
+``kaudit`` is ``kaudit collect`` as it is (its default receiver, ``process``);
+``kaudit-noreceiver`` (``--receiver off``) is only run when asked for.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -19,10 +23,14 @@ import pytest
 
 from bench.peers import AuditdDaemon, unavailable
 from bench.storm import (
+    COLLECTORS,
+    DEFAULT_COLLECTORS,
+    KauditCollector,
     Kernel,
     KernelWatch,
     _field,
     _port_is_closed,
+    add_arguments,
     format_report,
     run_storm_bench,
     tree_cpu,
@@ -148,20 +156,40 @@ def test_format_report_shows_each_run() -> None:
         "versions": {"auditd": "3.0.9"},
         "kernel_restored": True,
         "runs": [
-            {"storm": "connect", "collector": "kaudit-receiver", "calls_per_s": 100.0, "records_per_s": 400.0,
+            {"storm": "connect", "collector": "kaudit-noreceiver", "calls_per_s": 100.0, "records_per_s": 400.0,
              "kernel_lost": 0, "peak_backlog": 3, "cpu_percent": 12.0, "cpu_ms_per_1k_records": 20.0,
              "drain_s": 1.0, "worker_rows": 100, "events_generated": 100, "calls": 100, "error": None},
             {"storm": "connect", "collector": "auditd", "calls": 0, "error": "it broke"},
         ],
     }
     text = format_report(report)
-    assert "kaudit-receiver" in text and "100/100" in text and "failed: it broke" in text
+    assert "kaudit-noreceiver" in text and "100/100" in text and "failed: it broke" in text
     assert "restored after every run: yes" in text
+
+
+def test_kaudit_is_collect_as_it_is_and_noreceiver_only_on_request(tmp_path: Path) -> None:
+    """``kaudit`` runs the plain command (so its default receiver); ``kaudit-noreceiver`` adds
+    ``--receiver off`` and is not in the default list (a comparison, not a peer)."""
+    limits = {"backlog_limit": 8192, "backlog_wait_time": 0}
+    plain = KauditCollector(tmp_path, receiver=True, **limits)
+    cmd = plain.command()
+    assert plain.name == "kaudit" and cmd[1:4] == ["-m", "collector.cli", "collect"]
+    assert "--receiver" not in cmd and plain.how == "kaudit collect"
+    off = KauditCollector(tmp_path, receiver=False, **limits)
+    cmd = off.command()
+    assert off.name == "kaudit-noreceiver" and cmd[cmd.index("--receiver") + 1] == "off"
+    assert "kaudit-noreceiver" in COLLECTORS and "kaudit-noreceiver" not in DEFAULT_COLLECTORS
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    assert p.parse_args([]).collectors == DEFAULT_COLLECTORS == ("kaudit", "auditd")
+    assert p.parse_args(["--collectors", "kaudit,kaudit-noreceiver"]).collectors == ("kaudit", "kaudit-noreceiver")
+    with pytest.raises(SystemExit):
+        p.parse_args(["--collectors", "kaudit-receiver"])  # the old shim's name is gone
 
 
 @pytest.mark.live
 def test_live_connect_storm_restores_the_kernel_and_leaves_no_auditd(live_audit, tmp_path: Path) -> None:
-    collectors = ("kaudit-receiver",) + (() if unavailable("auditd") else ("auditd",))
+    collectors = ("kaudit",) + (() if unavailable("auditd") else ("auditd",))
     before = subprocess.run(["pgrep", "-x", "auditd"], capture_output=True, text=True).stdout.split()
     report = run_storm_bench(("connect",), collectors, duration=1.0, drain_timeout=60, workdir=tmp_path,
                              port=_free_closed_port())
@@ -172,7 +200,8 @@ def test_live_connect_storm_restores_the_kernel_and_leaves_no_auditd(live_audit,
         assert run["error"] is None, run
         assert run["calls"] > 0 and run["records"] > 0 and run["kernel_series"]
         assert not [n for n in run["restore_notes"] if "INCOMPLETE" in n]
-    k = next(r for r in report["runs"] if r["collector"] == "kaudit-receiver")
+    k = next(r for r in report["runs"] if r["collector"] == "kaudit")
+    assert k["how"] == "kaudit collect"
     # every row kaudit wrote for a worker's connect is one of the calls made, never more
     assert 0 < k["worker_rows"] <= k["events_generated"]
     assert k["cpu_ms_per_1k_records"] > 0 and k["extra"]["ledger_balanced"] is True
