@@ -117,16 +117,20 @@ def _worker(tool: str, path: str, out: str | None) -> dict:
         from collector.protocol.netlink import NetlinkError, decode_datagram
 
         pipeline = Pipeline(REPLAY_DEFAULTS.table_options(), None, uptime=None)
-        feed = pipeline.feed_netlink
+        feed = pipeline.feed_messages
         bad = 0
+        batch: list = []
+        # batches of datagrams, as the live reader hands them to the pipeline (Reader.drain)
         for dgram in iter_netlink_datagrams(path):
             try:
-                msgs = decode_datagram(dgram)
+                batch.extend(decode_datagram(dgram))
             except NetlinkError:
                 bad += 1
                 continue
-            for m in msgs:
-                feed(m.type, m.payload)
+            if len(batch) >= 4096:
+                feed(batch)
+                batch = []
+        feed(batch)
         stats = pipeline.finish()
         stats.transport["bad_datagram"] = bad
     else:

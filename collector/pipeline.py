@@ -20,10 +20,11 @@ is reported as ``unaccounted`` and means a bug in the pipeline, never in the inp
 
 from __future__ import annotations
 
+import io
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any
 
 from collector.parser import Record, RecordError, parse_log_line, parse_record
 from collector.protocol.records import AUDIT_SYSCALL, record_type_name
@@ -32,6 +33,9 @@ from collector.rows import Row
 from collector.tables import Tables, uptime_seconds
 from collector.tables.options import TableOptions
 from collector.tables.stats import TableStats
+
+if TYPE_CHECKING:
+    from collector.fastlane import FastLane
 
 __all__ = ["DEFAULT_TIMEOUT_MS", "Ledger", "Pipeline", "PipelineStats"]
 
@@ -215,6 +219,7 @@ class Pipeline:
         uptime: Callable[[], int] | None = uptime_seconds,
         exclude_pids: Iterable[int] = (),
         first_eid: int = 1,
+        fastlane: bool | None = None,
     ) -> None:
         self.stats = PipelineStats()
         self.tables = Tables(opts, uptime=uptime, first_eid=first_eid, stats=self.stats.table)
@@ -226,6 +231,16 @@ class Pipeline:
         self._skipped = 0
         self._types: dict[int, int] = {}
         self._parse_drops: Counter[str] = Counter()
+        # the native lane (collector.fastlane) for the common event; None: everything in Python.
+        # fastlane=None: use it when it can be built (and $KAUDIT_FASTLANE is not 0)
+        self._lane: FastLane | None = None
+        if fastlane is not False:
+            from collector import fastlane as fl
+
+            if fl.module() is not None:
+                self._lane = fl.FastLane(self)
+            elif fastlane:
+                raise RuntimeError(f"the fast lane was asked for but is {fl.status()}")
 
     # ---- input -------------------------------------------------------------------------
 
@@ -250,7 +265,28 @@ class Pipeline:
         self.feed_record(rec)
 
     def feed_messages(self, msgs: Iterable) -> None:
-        """A batch of netlink record messages (``Reader.drain``'s result)."""
+        """A batch of netlink record messages (``Reader.drain``'s result).
+
+        Whole events go through the fast lane when there is one; the Python path takes what
+        it hands back, message by message, until no event is open again.
+        """
+        lane = self._lane
+        if lane is None:
+            self._feed_messages(msgs)
+            return
+        batch = msgs if isinstance(msgs, list) else list(msgs)
+        i, n = 0, len(batch)
+        ready = lane.ready
+        while i < n:
+            if ready():
+                i, _bailed = lane.scan_messages(batch, i)
+            while i < n:
+                self._feed_messages(batch[i : i + 1])
+                i += 1
+                if ready():
+                    break
+
+    def _feed_messages(self, msgs: Iterable) -> None:
         parse, feed, types = parse_record, self.publisher.feed, self._types
         n = 0
         try:
@@ -266,6 +302,48 @@ class Pipeline:
                 feed(rec)
         finally:
             self._parsed += n
+
+    def feed_stream(self, stream: IO[bytes], chunk: int = 1 << 20) -> None:
+        """An audit.log / ``ausearch --format raw`` byte stream, read in ``chunk``-byte pieces.
+
+        The same records and rows as ``feed_lines(stream)``; whole events go through the fast
+        lane when there is one.
+        """
+        if self._lane is None:
+            self.feed_lines(stream)
+            return
+        rest = b""
+        while True:
+            data = stream.read(chunk)
+            if not data:
+                break
+            buf = rest + data if rest else data
+            rest = buf[self._feed_buffer(buf) :]
+        if rest:  # whole lines of an event without its end, and perhaps a last partial line
+            self.feed_lines(io.BytesIO(rest))
+
+    def _feed_buffer(self, buf: bytes) -> int:
+        """Feed the whole lines of ``buf``; return where the unused tail (a partial line, or a
+        partial event the lane waits to see whole) starts."""
+        lane = self._lane
+        assert lane is not None
+        ready, feed_lines = lane.ready, self.feed_lines
+        pos, n = 0, len(buf)
+        while pos < n:
+            if ready():
+                pos, bailed = lane.scan_text(buf, pos)
+                if not bailed:
+                    return pos  # the rest is not a whole event yet
+            # the Python path, line by line, until no event is open
+            while True:
+                nl = buf.find(b"\n", pos)
+                if nl < 0:
+                    return pos
+                feed_lines((buf[pos : nl + 1],))
+                pos = nl + 1
+                if ready():
+                    break
+        return pos
 
     def feed_line(self, line: bytes | str) -> None:
         """One line of an audit.log / ``ausearch --format raw`` file."""

@@ -65,7 +65,7 @@ class SourceFormat:
 
 def _feed_auditlog(stream: BinaryIO, pipeline: Pipeline) -> None:
     # lines as bytes: the parser decides about invalid UTF-8 (counted, never a crash)
-    pipeline.feed_lines(stream)
+    pipeline.feed_stream(stream)
 
 
 AUDITLOG = SourceFormat(
