@@ -271,3 +271,8 @@ def test_clone_without_flags() -> None:
     check_dropped(lines, "clone_no_flags", FORK_OPTS)
     lines = edit(edit(FORK, 0, "syscall=57", "syscall=56"), 0, " a0=0", " a0=zz")
     check_dropped(lines, "clone_bad_flags", FORK_OPTS)
+
+
+def test_path_mode_with_an_unterminated_quote_is_dropped_not_raised() -> None:
+    # found by the fast lane's mutation test: decode_str raised out of the table layer
+    check_dropped(edit(EXECVE, 3, "mode=0100755", 'mode="0100755'), "mode_bad_quote")

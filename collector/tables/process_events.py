@@ -164,14 +164,19 @@ def _fill_exec(row: ProcessEventsRow, event: Event, stats: TableStats) -> bool:
     except DecodeError as exc:
         stats.drop(f"cwd_{exc.reason}")
         return False
+    raw_mode = path_rec.get("mode")
+    try:
+        # the kernel writes mode as a bare octal number (0100755); keep osquery's spelling
+        mode = "" if raw_mode is None else (decode_str(raw_mode) if raw_mode.startswith('"') else raw_mode)
+    except DecodeError as exc:  # a quote the kernel never writes: a corrupt record
+        stats.drop(f"mode_{exc.reason}")
+        return False
     cmdline = " ".join(argv)
 
     row.cwd = cwd
     row.cmdline = cmdline
     row.cmdline_size = len(cmdline.encode("utf-8", "surrogateescape"))
-    raw_mode = path_rec.get("mode")
-    # the kernel writes mode as a bare octal number (0100755); keep osquery's spelling
-    row.mode = "" if raw_mode is None else (decode_str(raw_mode) if raw_mode.startswith('"') else raw_mode)
+    row.mode = mode
     row.owner_uid = _int_or_zero(path_rec.get("ouid"))
     row.owner_gid = _int_or_zero(path_rec.get("ogid"))
     return True
