@@ -193,13 +193,15 @@ class FastLane:
         pub, lane = p.publisher, self._lane
         lane.clock = pub._clock
         lane.next_expiry = pub._next_expiry
-        lane.boundary = pub._trackers[None].boundary
+        tracker = pub._trackers[None]
+        lane.boundary = tracker.boundary
+        lane.origin = tracker.origin
         lane.next_eid = p.tables._next_eid
 
     def _sync_out(self) -> None:
         p = self._pipeline
         pub, lane = p.publisher, self._lane
-        types, events, lost, rows_sock, rows_proc, selfs, _event_bails = lane.take_counters()
+        types, events, lost, late, rows_sock, rows_proc, selfs, _event_bails = lane.take_counters()
         self.events += events
         pub._clock = lane.clock
         pub._next_expiry = lane.next_expiry
@@ -221,6 +223,8 @@ class FastLane:
         c["events"] += events
         if lost:
             c["lost"] += lost
+        if late:
+            c["late_events"] += late
         p._parsed += records
         st = p.stats
         st.events += events

@@ -86,9 +86,11 @@ typedef struct {
     long long recent_limit, recent_window, timeout;
     /* scalar state, copied in and out by the Python side around every call */
     long long clock, next_expiry, boundary, next_eid;
+    long long eid_cursor; /* the eid of the next row made while a group is decided */
+    long long origin;     /* the serial tracker's origin: nothing at or below it was expected */
     /* counters of one call (the Python side adds them to its own and zeroes them) */
     long long n_types[NTYPES];
-    long long n_events, n_lost, n_rows_sock, n_rows_proc, n_self, n_bail;
+    long long n_events, n_lost, n_late, n_rows_sock, n_rows_proc, n_self, n_bail;
     /* interned strings */
     PyObject *s_eoe, *s_empty, *s_zero, *s_accept, *s_succeeded, *s_in_progress, *s_no_client, *s_failed;
 } Lane;
@@ -255,32 +257,33 @@ static int fmt_ull(char *buf, unsigned long long v)
     return n;
 }
 
-/* the row's eid (osquery's zero-padded counter) and uptime, as Tables.rows_for sets them */
+/*
+ * The row's eid (osquery's zero-padded counter, Tables.rows_for) and a placeholder uptime:
+ * a live run's uptime is read when the row is emitted, after its group is known to be ours.
+ */
 static int row_clock(Lane *self, PyObject **eid, PyObject **uptime)
 {
     char buf[32];
     int n;
-    if (self->next_eid >= 0 && self->next_eid < 10000000000LL) {
+    long long id = self->eid_cursor;
+    if (id >= 0 && id < 10000000000LL) {
         char d[24];
-        int k = fmt_ull(d, (unsigned long long)self->next_eid);
+        int k = fmt_ull(d, (unsigned long long)id);
         n = 10;
         memset(buf, '0', 10);
         memcpy(buf + 10 - k, d, (size_t)k);
     } else {
-        n = snprintf(buf, sizeof buf, "%010lld", self->next_eid);
+        n = snprintf(buf, sizeof buf, "%010lld", id);
     }
     *eid = PyUnicode_DecodeASCII(buf, n, "strict");
     if (*eid == NULL)
         return -1;
-    if (self->uptime == Py_None) {
-        *uptime = PyLong_FromLong(0);
-    } else {
-        *uptime = PyObject_CallNoArgs(self->uptime);
-    }
+    *uptime = PyLong_FromLong(0);
     if (*uptime == NULL) {
         Py_CLEAR(*eid);
         return -1;
     }
+    self->eid_cursor++;
     return 0;
 }
 
@@ -923,93 +926,6 @@ static int complete(Lane *self, PyObject *key)
     return 0;
 }
 
-/*
- * One event whose records are recs[0..nrec) (EOE excluded), all stamped sec.msec:serial:
- * BAIL without any change, or processed completely (0), or -1 with a Python error.
- */
-static int take_event(Lane *self, Rec *recs, int nrec, long long sec, long long msec, long long serial)
-{
-    /* the serial tracker (publisher._SerialTracker.unwrap, with nothing open: max_seen == boundary) */
-    long long delta = (serial - self->boundary) & 0xffffffffLL;
-    if (delta >= (1LL << 31))
-        delta -= 1LL << 32;
-    if (delta <= 0)
-        return BAIL; /* a settled serial: late, a lost one arriving, or a serial reset */
-    PyObject *key = make_key(serial, sec, msec);
-    if (key == NULL)
-        return -1;
-    int seen = PyDict_Contains(self->recent, key);
-    if (seen != 0) {
-        Py_DECREF(key);
-        return seen < 0 ? -1 : BAIL;
-    }
-
-    Outcome out = {NULL, NULL, 0, 0};
-    int r = decide(self, recs, nrec, sec, &out);
-    if (r != 0) {
-        Py_DECREF(key);
-        return r;
-    }
-
-    /* commit: from here on the event is ours */
-    long long t = sec * 1000 + msec;
-    if (t > self->clock) {
-        self->clock = t;
-        if (t >= self->next_expiry)
-            self->next_expiry = 1LL << 62;
-    }
-    long long deadline = self->clock + self->timeout + 1;
-    if (deadline < self->next_expiry)
-        self->next_expiry = deadline;
-    self->n_lost += delta - 1;
-    self->boundary += delta;
-    for (int i = 0; i < nrec; i++)
-        self->n_types[recs[i].t]++;
-    self->n_types[R_EOE]++;
-    self->n_events++;
-    r = complete(self, key);
-    Py_DECREF(key);
-    if (r < 0) {
-        Py_XDECREF(out.row);
-        return -1;
-    }
-    if (out.self_event) {
-        self->n_self++;
-        return 0;
-    }
-    if (out.skip != NULL) {
-        PyObject *res = PyObject_CallFunction(self->skip, "s", out.skip);
-        if (res == NULL)
-            return -1;
-        Py_DECREF(res);
-        return 0;
-    }
-    if (out.row == NULL)
-        return 0;
-    /* Tables.rows_for: the eid (already in the row), the count, then the emit */
-    self->next_eid++;
-    if (out.table == 1)
-        self->n_rows_sock++;
-    else
-        self->n_rows_proc++;
-    if (self->emit != Py_None) {
-        PyObject *rows = PyList_New(1);
-        if (rows == NULL) {
-            Py_DECREF(out.row);
-            return -1;
-        }
-        PyList_SET_ITEM(rows, 0, out.row); /* steals */
-        PyObject *res = PyObject_CallOneArg(self->emit, rows);
-        Py_DECREF(rows);
-        if (res == NULL)
-            return -1;
-        Py_DECREF(res);
-    } else {
-        Py_DECREF(out.row);
-    }
-    return 0;
-}
-
 static int type_index(Lane *self, long number)
 {
     for (int i = 0; i < NTYPES; i++)
@@ -1096,74 +1012,6 @@ static int parse_line(Lane *self, const char *p, const char *end, Rec *rec, long
     return 0;
 }
 
-/* scan_text(buf, pos) -> (pos, bailed): events of audit.log text from pos on */
-static PyObject *Lane_scan_text(Lane *self, PyObject *args)
-{
-    Py_buffer view;
-    Py_ssize_t pos;
-    if (!PyArg_ParseTuple(args, "y*n", &view, &pos))
-        return NULL;
-    const char *buf = view.buf;
-    Py_ssize_t len = view.len;
-    int bailed = 0;
-    Rec recs[MAXREC];
-    while (pos < len) {
-        Py_ssize_t at = pos;
-        int nrec = 0;
-        long long sec0 = 0, msec0 = 0, ser0 = 0;
-        int complete_event = 0;
-        while (at < len) {
-            const char *line = buf + at;
-            const char *nlp = memchr(line, '\n', (size_t)(len - at));
-            if (nlp == NULL)
-                break; /* a partial line: the caller brings the rest */
-            Rec rec;
-            long long sec, msec, serial;
-            if (parse_line(self, line, nlp, &rec, &sec, &msec, &serial) < 0) {
-                bailed = 1;
-                break;
-            }
-            at = nlp - buf + 1;
-            if (nrec == 0 && rec.t == R_EOE) {
-                bailed = 1; /* an orphan EOE */
-                break;
-            }
-            if (nrec == 0) {
-                sec0 = sec;
-                msec0 = msec;
-                ser0 = serial;
-            } else if (sec != sec0 || msec != msec0 || serial != ser0) {
-                bailed = 1; /* interleaved events, or one without EOE */
-                break;
-            }
-            if (rec.t == R_EOE) {
-                complete_event = 1;
-                break;
-            }
-            if (nrec == MAXREC) {
-                bailed = 1;
-                break;
-            }
-            recs[nrec++] = rec;
-        }
-        if (!complete_event)
-            break;
-        int r = take_event(self, recs, nrec, sec0, msec0, ser0);
-        if (r < 0) {
-            PyBuffer_Release(&view);
-            return NULL;
-        }
-        if (r == BAIL) {
-            bailed = 1;
-            self->n_bail++;
-            break;
-        }
-        pos = at;
-    }
-    PyBuffer_Release(&view);
-    return Py_BuildValue("(ni)", pos, bailed);
-}
-
 /* a netlink record payload "audit(SEC.MSEC:SERIAL): body" (trailing NUL/newlines dropped) */
 static int parse_payload(const char *p, Py_ssize_t n, Rec *rec, long long *sec, long long *msec, long long *serial)
 {
@@ -1179,117 +1027,361 @@ static int parse_payload(const char *p, Py_ssize_t n, Rec *rec, long long *sec, 
     return 0;
 }
 
+/* ---- groups: events whose records interleave ------------------------------------------------ */
+
+/*
+ * Records of concurrent syscalls interleave (two CPUs ending a syscall at once): the lane
+ * takes a *group*, from a point where nothing is open to the next such point, as long as the
+ * group is small (MAXOPEN events, MAXGREC records), every event in it ends with its EOE, and
+ * no event could time out inside it (its records span at most the publisher's timeout).
+ * Events complete in EOE order, as in the publisher, and the rows come out in that order.
+ */
+#define MAXOPEN 8
+#define MAXGREC 160
+
+enum { SRC_ERR = -1, SRC_END = 0, SRC_REC = 1, SRC_BAIL = 2 };
+
+typedef struct {
+    long long sec, msec, serial, u, done_clock;
+    int done, nrec;
+    Rec recs[MAXREC];
+    Outcome out;
+} Ev;
+
+/* where records come from: lines of a text buffer, or a sequence of netlink messages */
+typedef struct {
+    const char *buf;
+    Py_ssize_t len, pos;
+    PyObject **items;
+    Py_ssize_t n, i;
+    PyObject *keep[MAXGREC + 1]; /* the payloads this group's records point into */
+    int nkeep;
+} Src;
+
+static PyObject *s_type_attr, *s_payload_attr, *s_uptime_attr;
+
+static int src_next(Lane *self, Src *src, Rec *rec, long long *sec, long long *msec, long long *serial)
+{
+    if (src->items == NULL) {
+        if (src->pos >= src->len)
+            return SRC_END;
+        const char *line = src->buf + src->pos;
+        const char *nlp = memchr(line, '\n', (size_t)(src->len - src->pos));
+        if (nlp == NULL)
+            return SRC_END; /* a partial line: the caller brings the rest */
+        if (parse_line(self, line, nlp, rec, sec, msec, serial) < 0)
+            return SRC_BAIL;
+        src->pos = nlp - src->buf + 1;
+        return SRC_REC;
+    }
+    if (src->i >= src->n)
+        return SRC_END;
+    if (src->nkeep > MAXGREC)
+        return SRC_BAIL;
+    PyObject *msg = src->items[src->i];
+    PyObject *tobj = PyObject_GetAttr(msg, s_type_attr);
+    if (tobj == NULL)
+        return SRC_ERR;
+    long tn = PyLong_AsLong(tobj);
+    Py_DECREF(tobj);
+    if (tn == -1 && PyErr_Occurred())
+        return SRC_ERR;
+    int t = type_index(self, tn);
+    if (t < 0)
+        return SRC_BAIL;
+    PyObject *payload = PyObject_GetAttr(msg, s_payload_attr);
+    if (payload == NULL)
+        return SRC_ERR;
+    src->keep[src->nkeep++] = payload;
+    if (!PyBytes_Check(payload) ||
+        parse_payload(PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload), rec, sec, msec, serial) < 0)
+        return SRC_BAIL;
+    rec->t = t;
+    src->i++;
+    return SRC_REC;
+}
+
+static void src_release(Src *src)
+{
+    for (int i = 0; i < src->nkeep; i++)
+        Py_DECREF(src->keep[i]);
+    src->nkeep = 0;
+}
+
+static void drop_outcomes(Ev *evs, int nev, PyObject **keys)
+{
+    for (int i = 0; i < nev; i++) {
+        Py_CLEAR(evs[i].out.row);
+        Py_CLEAR(keys[i]);
+    }
+}
+
+/* what an event's outcome does once it is committed: the self count, a skip, or the row */
+static int emit_outcome(Lane *self, Outcome *out)
+{
+    if (out->self_event) {
+        self->n_self++;
+        return 0;
+    }
+    if (out->skip != NULL) {
+        PyObject *res = PyObject_CallFunction(self->skip, "s", out->skip);
+        if (res == NULL)
+            return -1;
+        Py_DECREF(res);
+        return 0;
+    }
+    PyObject *row = out->row;
+    out->row = NULL;
+    if (row == NULL)
+        return 0;
+    if (self->uptime != Py_None) {
+        PyObject *up = PyObject_CallNoArgs(self->uptime);
+        if (up == NULL || PyObject_SetAttr(row, s_uptime_attr, up) < 0) {
+            Py_XDECREF(up);
+            Py_DECREF(row);
+            return -1;
+        }
+        Py_DECREF(up);
+    }
+    if (out->table == 1)
+        self->n_rows_sock++;
+    else
+        self->n_rows_proc++;
+    if (self->emit == Py_None) {
+        Py_DECREF(row);
+        return 0;
+    }
+    PyObject *rows = PyList_New(1);
+    if (rows == NULL) {
+        Py_DECREF(row);
+        return -1;
+    }
+    PyList_SET_ITEM(rows, 0, row); /* steals */
+    PyObject *res = PyObject_CallOneArg(self->emit, rows);
+    Py_DECREF(rows);
+    if (res == NULL)
+        return -1;
+    Py_DECREF(res);
+    return 0;
+}
+
+/*
+ * One group from src's position: 1 taken, 0 stopped (*bailed set: hand it to Python; unset:
+ * the input ends inside it), -1 with a Python error. Nothing changes unless it is taken.
+ */
+static int scan_group(Lane *self, Src *src, int *bailed)
+{
+    Ev evs[MAXOPEN];
+    int order[MAXOPEN];
+    PyObject *keys[MAXOPEN] = {NULL};
+    int nev = 0, nopen = 0, ngrec = 0, ncomp = 0;
+    long long types[NTYPES] = {0};
+    long long clock = self->clock, clock1 = 0, min_t = 0, max_t = 0;
+    long long ref = self->boundary, boundary = self->boundary; /* the tracker's max_seen and boundary */
+    int nlate = 0;
+    int ret = 0;
+
+    for (;;) {
+        Rec rec;
+        long long sec, msec, serial;
+        int r = src_next(self, src, &rec, &sec, &msec, &serial);
+        if (r == SRC_ERR)
+            return -1;
+        if (r == SRC_END)
+            return 0;
+        if (r == SRC_BAIL || ++ngrec > MAXGREC)
+            goto bail;
+        int e = -1;
+        for (int i = 0; i < nev; i++)
+            if (evs[i].serial == serial && evs[i].sec == sec && evs[i].msec == msec) {
+                e = i;
+                break;
+            }
+        if (e >= 0 && evs[e].done)
+            goto bail; /* a record after its event's EOE: late */
+        if (e < 0) {
+            if (rec.t == R_EOE || nev == MAXOPEN)
+                goto bail; /* an orphan EOE, or too many at once */
+            /* its serial, unwrapped as the tracker does when the event starts (publisher._start):
+               above everything settled so far, the settling inside this group included */
+            long long delta = (serial - ref) & 0xffffffffLL;
+            if (delta >= (1LL << 31))
+                delta -= 1LL << 32;
+            long long u = ref + delta;
+            if (u <= boundary) {
+                /* a serial already settled (counted lost): the event arrives late and the count
+                   is corrected (late_events); a reset (far later in time) or one below the
+                   first serial is the Python path's */
+                if (sec * 1000 + msec - clock > self->timeout || u <= self->origin)
+                    goto bail;
+                nlate++;
+            }
+            for (int j = 0; j < nev; j++)
+                if (evs[j].u == u)
+                    goto bail;
+            if (u > ref)
+                ref = u;
+            e = nev++;
+            evs[e].u = u;
+            evs[e].sec = sec;
+            evs[e].msec = msec;
+            evs[e].serial = serial;
+            evs[e].done = 0;
+            evs[e].nrec = 0;
+            evs[e].out = (Outcome){NULL, NULL, 0, 0};
+            nopen++;
+        }
+        long long t = sec * 1000 + msec;
+        if (t > clock)
+            clock = t;
+        if (ngrec == 1) {
+            clock1 = clock;
+            min_t = max_t = t;
+        } else if (t < min_t) {
+            min_t = t;
+        } else if (t > max_t) {
+            max_t = t;
+        }
+        types[rec.t]++;
+        if (rec.t == R_EOE) {
+            evs[e].done = 1;
+            evs[e].done_clock = clock;
+            order[ncomp++] = e;
+            if (--nopen == 0)
+                break;
+            /* the tracker settles up to the oldest serial still open (_SerialTracker.settle) */
+            long long low = 0;
+            int any = 0;
+            for (int j = 0; j < nev; j++)
+                if (!evs[j].done && (!any || evs[j].u < low)) {
+                    low = evs[j].u;
+                    any = 1;
+                }
+            if (low - 1 > boundary)
+                boundary = low - 1;
+            continue;
+        }
+        if (evs[e].nrec == MAXREC)
+            goto bail;
+        evs[e].recs[evs[e].nrec++] = rec;
+    }
+    if (max_t - min_t > self->timeout)
+        goto bail; /* an event of the group could time out inside it */
+
+    long long max_u = ref;
+    for (int i = 0; i < nev; i++) {
+        keys[i] = make_key(evs[i].serial, evs[i].sec, evs[i].msec);
+        if (keys[i] == NULL)
+            goto error;
+        int seen = PyDict_Contains(self->recent, keys[i]);
+        if (seen < 0)
+            goto error;
+        if (seen)
+            goto bail;
+    }
+    self->eid_cursor = self->next_eid;
+    for (int k = 0; k < ncomp; k++) {
+        Ev *ev = &evs[order[k]];
+        int r = decide(self, ev->recs, ev->nrec, ev->sec, &ev->out);
+        if (r < 0)
+            goto error;
+        if (r == BAIL)
+            goto bail;
+    }
+
+    /* commit: the publisher's clock and deadline, the tracker, the counters, then each event
+       in EOE order (the completed-id window, then its row) */
+    if (nev == 1) {
+        long long c0 = self->clock;
+        if (clock > c0 && clock >= self->next_expiry)
+            self->next_expiry = 1LL << 62;
+    }
+    if (clock1 + self->timeout + 1 < self->next_expiry)
+        self->next_expiry = clock1 + self->timeout + 1;
+    self->n_lost += (max_u - self->boundary) - nev;
+    self->n_late += nlate;
+    self->boundary = max_u;
+    for (int i = 0; i < NTYPES; i++)
+        self->n_types[i] += types[i];
+    self->n_events += nev;
+    self->next_eid = self->eid_cursor;
+    for (int k = 0; k < ncomp; k++) {
+        Ev *ev = &evs[order[k]];
+        self->clock = ev->done_clock;
+        if (complete(self, keys[order[k]]) < 0 || emit_outcome(self, &ev->out) < 0) {
+            self->clock = clock;
+            goto error;
+        }
+    }
+    self->clock = clock;
+    ret = 1;
+    goto done;
+bail:
+    *bailed = 1;
+    ret = 0;
+    goto done;
+error:
+    ret = -1;
+done:
+    drop_outcomes(evs, nev, keys);
+    return ret;
+}
+
+/* groups from src until the input ends inside one or one is handed back: (position, bailed) */
+static int scan(Lane *self, Src *src, Py_ssize_t *stop, int *bailed)
+{
+    for (;;) {
+        Py_ssize_t start = src->items == NULL ? src->pos : src->i;
+        int r = scan_group(self, src, bailed);
+        src_release(src);
+        if (r < 0)
+            return -1;
+        if (r == 0) {
+            *stop = start;
+            if (*bailed)
+                self->n_bail++;
+            return 0;
+        }
+        if ((src->items == NULL && src->pos >= src->len) || (src->items != NULL && src->i >= src->n)) {
+            *stop = src->items == NULL ? src->pos : src->i;
+            return 0;
+        }
+    }
+}
+
+/* scan_text(buf, pos) -> (pos, bailed): events of audit.log text from pos on */
+static PyObject *Lane_scan_text(Lane *self, PyObject *args)
+{
+    Py_buffer view;
+    Py_ssize_t pos, stop = 0;
+    if (!PyArg_ParseTuple(args, "y*n", &view, &pos))
+        return NULL;
+    Src src = {.buf = view.buf, .len = view.len, .pos = pos};
+    int bailed = 0;
+    int r = scan(self, &src, &stop, &bailed);
+    PyBuffer_Release(&view);
+    if (r < 0)
+        return NULL;
+    return Py_BuildValue("(ni)", stop, bailed);
+}
+
 /* scan_messages(msgs, i) -> (i, bailed): events of netlink record messages from msgs[i] on */
 static PyObject *Lane_scan_messages(Lane *self, PyObject *args)
 {
     PyObject *seq;
-    Py_ssize_t pos;
+    Py_ssize_t pos, stop = 0;
     if (!PyArg_ParseTuple(args, "On", &seq, &pos))
         return NULL;
     PyObject *fast = PySequence_Fast(seq, "scan_messages needs a sequence of messages");
     if (fast == NULL)
         return NULL;
-    Py_ssize_t len = PySequence_Fast_GET_SIZE(fast);
-    PyObject **items = PySequence_Fast_ITEMS(fast);
+    Src src = {.items = PySequence_Fast_ITEMS(fast), .n = PySequence_Fast_GET_SIZE(fast), .i = pos};
     int bailed = 0;
-    Rec recs[MAXREC];
-    PyObject *keep[MAXREC + 1]; /* the payloads the records point into */
-    int nkeep = 0;
-    static PyObject *s_type = NULL, *s_payload = NULL;
-    if (s_type == NULL) {
-        s_type = PyUnicode_InternFromString("type");
-        s_payload = PyUnicode_InternFromString("payload");
-        if (s_type == NULL || s_payload == NULL) {
-            Py_DECREF(fast);
-            return NULL;
-        }
-    }
-    while (pos < len) {
-        Py_ssize_t at = pos;
-        int nrec = 0;
-        long long sec0 = 0, msec0 = 0, ser0 = 0;
-        int complete_event = 0, err = 0;
-        while (at < len) {
-            PyObject *msg = items[at];
-            PyObject *tobj = PyObject_GetAttr(msg, s_type);
-            if (tobj == NULL) {
-                err = 1;
-                break;
-            }
-            long tn = PyLong_AsLong(tobj);
-            Py_DECREF(tobj);
-            if (tn == -1 && PyErr_Occurred()) {
-                err = 1;
-                break;
-            }
-            int t = type_index(self, tn);
-            if (t < 0) {
-                bailed = 1;
-                break;
-            }
-            PyObject *payload = PyObject_GetAttr(msg, s_payload);
-            if (payload == NULL) {
-                err = 1;
-                break;
-            }
-            if (!PyBytes_Check(payload)) {
-                Py_DECREF(payload);
-                bailed = 1;
-                break;
-            }
-            Rec rec;
-            long long sec, msec, serial;
-            if (parse_payload(PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload), &rec, &sec, &msec, &serial) < 0) {
-                Py_DECREF(payload);
-                bailed = 1;
-                break;
-            }
-            rec.t = t;
-            keep[nkeep++] = payload;
-            at++;
-            if (nrec == 0 && t == R_EOE) {
-                bailed = 1;
-                break;
-            }
-            if (nrec == 0) {
-                sec0 = sec;
-                msec0 = msec;
-                ser0 = serial;
-            } else if (sec != sec0 || msec != msec0 || serial != ser0) {
-                bailed = 1;
-                break;
-            }
-            if (t == R_EOE) {
-                complete_event = 1;
-                break;
-            }
-            if (nrec == MAXREC) {
-                bailed = 1;
-                break;
-            }
-            recs[nrec++] = rec;
-        }
-        int r = 0;
-        if (!err && complete_event)
-            r = take_event(self, recs, nrec, sec0, msec0, ser0);
-        for (int i = 0; i < nkeep; i++)
-            Py_DECREF(keep[i]);
-        nkeep = 0;
-        if (err || r < 0) {
-            Py_DECREF(fast);
-            return NULL;
-        }
-        if (!complete_event)
-            break;
-        if (r == BAIL) {
-            bailed = 1;
-            self->n_bail++;
-            break;
-        }
-        pos = at;
-    }
+    int r = scan(self, &src, &stop, &bailed);
     Py_DECREF(fast);
-    return Py_BuildValue("(ni)", pos, bailed);
+    if (r < 0)
+        return NULL;
+    return Py_BuildValue("(ni)", stop, bailed);
 }
 
 /* ---- the type: configuration and binding ------------------------------------------------ */
@@ -1403,7 +1495,7 @@ static PyObject *Lane_bind(Lane *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
-/* take_counters() -> (records by type tuple, events, lost, rows socket, rows process, self, bails), zeroed */
+/* take_counters() -> (records by type tuple, events, lost, late, rows socket, rows process, self, bails), zeroed */
 static PyObject *Lane_take_counters(Lane *self, PyObject *Py_UNUSED(ignored))
 {
     PyObject *types = PyTuple_New(NTYPES);
@@ -1418,9 +1510,9 @@ static PyObject *Lane_take_counters(Lane *self, PyObject *Py_UNUSED(ignored))
         PyTuple_SET_ITEM(types, i, pair);
         self->n_types[i] = 0;
     }
-    PyObject *res = Py_BuildValue("(NLLLLLL)", types, self->n_events, self->n_lost, self->n_rows_sock, self->n_rows_proc,
-                                  self->n_self, self->n_bail);
-    self->n_events = self->n_lost = self->n_rows_sock = self->n_rows_proc = self->n_self = self->n_bail = 0;
+    PyObject *res = Py_BuildValue("(NLLLLLLL)", types, self->n_events, self->n_lost, self->n_late, self->n_rows_sock,
+                                  self->n_rows_proc, self->n_self, self->n_bail);
+    self->n_events = self->n_lost = self->n_late = self->n_rows_sock = self->n_rows_proc = self->n_self = self->n_bail = 0;
     return res;
 }
 
@@ -1505,6 +1597,7 @@ static PyMemberDef Lane_members[] = {
     {"next_expiry", T_LONGLONG, offsetof(Lane, next_expiry), 0, "the publisher's next expiry check (ms)"},
     {"boundary", T_LONGLONG, offsetof(Lane, boundary), 0, "the serial tracker's boundary (== max_seen)"},
     {"next_eid", T_LONGLONG, offsetof(Lane, next_eid), 0, "the next row's eid"},
+    {"origin", T_LONGLONG, offsetof(Lane, origin), 0, "the serial tracker's origin"},
     {NULL},
 };
 
@@ -1535,6 +1628,11 @@ static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "_fastlane", "kaudit'
 PyMODINIT_FUNC PyInit__fastlane(void)
 {
     if (PyType_Ready(&LaneType) < 0)
+        return NULL;
+    s_type_attr = PyUnicode_InternFromString("type");
+    s_payload_attr = PyUnicode_InternFromString("payload");
+    s_uptime_attr = PyUnicode_InternFromString("uptime");
+    if (s_type_attr == NULL || s_payload_attr == NULL || s_uptime_attr == NULL)
         return NULL;
     PyObject *m = PyModule_Create(&moddef);
     if (m == NULL)
