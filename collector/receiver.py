@@ -75,6 +75,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from collector.protocol import netlink as nl
 from collector.protocol.records import AUDIT_LIST_RULES, AUDIT_LOGIN, AUDIT_USER
@@ -124,6 +125,7 @@ _PR_SET_PDEATHSIG = 1
 _TYPE_HI = 8 + 4 + (1 if sys.byteorder == "little" else 0)
 _TYPE_LO = 8 + 4 + (0 if sys.byteorder == "little" else 1)
 _LOW_RECORDS = frozenset({AUDIT_USER, AUDIT_LOGIN})  # records numbered below 1024
+_LOW_RECORDS_T = tuple(sorted(_LOW_RECORDS))  # the same, for the native drain
 
 
 @dataclass(slots=True)
@@ -154,6 +156,19 @@ class ReceiverCounters:
 _prctl: Callable[..., int] | None = None
 
 
+def _native_drain() -> Callable[[int], Any] | None:
+    """The native drain (collector/fastlane/_drain.c): its ``Drain(room)`` class, or None: the
+    Python loop drains.
+
+    Called in the parent before the drainer forks, so that the child finds it loaded (a child
+    must not build or dlopen after fork). Never raises unless KAUDIT_FASTLANE=1 demands it.
+    """
+    from collector.fastlane.drain import drain_module
+
+    m = drain_module()
+    return None if m is None else m.Drain
+
+
 def _resolve_prctl() -> Callable[..., int] | None:
     """libc's prctl, looked up in the parent: the child must not import or dlopen after fork
     (another thread of the parent may have held the loader's lock at that moment)."""
@@ -176,11 +191,18 @@ class _Drainer:
     framed into ``ctl`` (a list of frames) instead, to be handed over ahead of the records.
     Only kernel datagrams (sender 0) are framed; an ENOBUFS becomes a marker frame; other
     endpoint control packets (an injected EINTR) lose nothing and are skipped.
+
+    For the kernel socket (no prefix) the loop runs in C when the native drain is built
+    (``native``; the Python loop below is the reference and the fallback): the interpreter's
+    overhead per datagram was most of the drainer's CPU in a storm (issue 6).
     """
 
     def __init__(self, sock: socket.socket, *, endpoint_prefix: bool) -> None:
         self.sock = sock
         self.prefix = endpoint_prefix  # simulator endpoint: 4-byte sender before each datagram
+        native = None if endpoint_prefix else _native_drain()
+        # the C loop's bound drain(fd, buf, off, limit, low_records, ctl), or None
+        self.native = None if native is None else native(MAX_DATAGRAM).drain
         self.buf = bytearray(BATCH_BYTES + MAX_DATAGRAM + _FRAME.size)
         self.view = memoryview(self.buf)
         self.off = 0
@@ -192,6 +214,8 @@ class _Drainer:
 
         Returns (socket_empty, closed).
         """
+        if self.native is not None:
+            return self._drain_native(budget)
         view, buf = self.view, self.buf
         pack = _FRAME.pack_into
         # recvfrom_into: no ancillary data and no list of buffers to build, about 0.6 us a
@@ -271,6 +295,27 @@ class _Drainer:
             c["datagrams"] += n_dgrams
             c["bytes"] += n_bytes
         return empty, closed
+
+    def _drain_native(self, budget: int) -> tuple[bool, bool]:
+        """``drain()`` for the kernel socket, in C: the same frames, control frames and counters."""
+        buf = self.buf
+        limit = min(len(buf) - MAX_DATAGRAM - _FRAME.size, self.off + budget)
+        off, empty, n_calls, n_dgrams, n_bytes, enobufs, truncated, dropped, control, error = self.native(
+            self.sock.fileno(), buf, self.off, limit, _LOW_RECORDS_T, self.ctl
+        )
+        self.off = off
+        c = self.c
+        # keys created as the Python loop creates them (the counters are sent as a dict)
+        for key, n in (("enobufs", enobufs), ("truncated", truncated), ("dropped_sender", dropped),
+                       ("control", control)):  # fmt: skip
+            if n:
+                c[key] += n
+        c["recv_calls"] += n_calls
+        c["datagrams"] += n_dgrams
+        c["bytes"] += n_bytes
+        if error is not None:
+            raise error
+        return empty, False
 
     def take(self) -> bytes:
         """The record frames received so far, as one chunk (the buffer is reused)."""
@@ -409,13 +454,18 @@ def _child_main(
                     continue
                 if stopping or d.ctl or d.c["datagrams"] - first >= COALESCE_MIN:
                     break
-                # a trickle (an exec's 8 records): wait a moment for more, so that the
-                # consumer wakes once per few milliseconds rather than per record
+                # a trickle (an exec's 8 records, or a storm we keep up with): let more
+                # arrive for a moment, so that the consumer wakes once per few milliseconds
+                # rather than per record. Sleep, then read once more: waiting for the socket
+                # to be readable woke us for every datagram, and each wake-up (select, a
+                # drain() pass ending in EAGAIN) cost several times the datagram's recv
+                # (most of the drainer's CPU in a storm, issue 6)
                 now = time.monotonic()
                 if not deadline:
                     deadline = now + COALESCE_S
-                if now >= deadline or not select.select([sock], [], [], deadline - now)[0]:
+                elif now >= deadline:
                     break
+                time.sleep(deadline - now)
         hand_over()
         if stopping or closed:
             break
@@ -584,6 +634,8 @@ class Receiver:
             except OSError:
                 self.counters.pipe_size = 0
         prctl = _resolve_prctl()
+        if not prefix:
+            _native_drain()  # built and loaded here: the child must not dlopen
         parent = os.getpid()
         sys.stdout.flush()
         sys.stderr.flush()

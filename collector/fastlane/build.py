@@ -1,4 +1,5 @@
-"""Compile ``_fastlane.c`` on first use and load it; cached per source, interpreter and compiler.
+"""Compile ``_fastlane.c`` (or another module's C file beside it, e.g. ``_drain.c``) on first
+use and load it; cached per source, interpreter and compiler.
 
 Why build here and not at install time: kaudit is installed editable (``pip install -e``) and
 run from a checkout, often inside a freshly built container, and the C source changes with
@@ -58,22 +59,32 @@ def _compiler() -> str:
     raise FastLaneBuildError("no C compiler (looked for $CC, cc, gcc, clang); Debian: apt-get install gcc")
 
 
-def _target(source: bytes, cc: str) -> Path:
+def _source(name: str) -> Path:
+    """The C file of module ``name`` (``_fastlane`` -> ``_fastlane.c`` beside this file)."""
+    return SOURCE if name == "_fastlane" else Path(__file__).with_name(f"{name}.c")
+
+
+def _target(source: bytes, cc: str, name: str = "_fastlane") -> Path:
     h = hashlib.sha256(source)
     suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
     for part in (cc, " ".join(CFLAGS), sys.version, suffix, platform.machine()):
         h.update(b"\0" + part.encode())
-    return cache_dir() / f"_fastlane-{h.hexdigest()[:16]}{suffix}"
+    return cache_dir() / f"{name}-{h.hexdigest()[:16]}{suffix}"
 
 
-def build(force: bool = False) -> Path:
-    """The built extension's path, compiling it when the cache has none for this source."""
+def build(force: bool = False, *, name: str = "_fastlane") -> Path:
+    """The built extension's path, compiling it when the cache has none for this source.
+
+    ``name`` picks the module (its source is ``{name}.c`` beside this file); the default is
+    the fast lane itself.
+    """
+    path = _source(name)
     try:
-        source = SOURCE.read_bytes()
+        source = path.read_bytes()
     except OSError as exc:
-        raise FastLaneBuildError(f"cannot read {SOURCE}: {exc.strerror}") from None
+        raise FastLaneBuildError(f"cannot read {path}: {exc.strerror}") from None
     cc = _compiler()
-    target = _target(source, cc)
+    target = _target(source, cc, name)
     if target.is_file() and not force:
         return target
     include = sysconfig.get_paths()["include"]
@@ -85,7 +96,7 @@ def build(force: bool = False) -> Path:
         raise FastLaneBuildError(f"cannot create the build cache {target.parent}: {exc.strerror}") from None
     fd, tmp = tempfile.mkstemp(prefix=".fastlane-", suffix=".so", dir=target.parent)
     os.close(fd)
-    argv = [*shlex.split(cc), *CFLAGS, f"-I{include}", "-o", tmp, str(SOURCE)]
+    argv = [*shlex.split(cc), *CFLAGS, f"-I{include}", "-o", tmp, str(path)]
     try:
         try:
             proc = subprocess.run(argv, capture_output=True, text=True, timeout=300)
@@ -93,7 +104,7 @@ def build(force: bool = False) -> Path:
             raise FastLaneBuildError(f"cannot run {cc!r}: {exc}") from None
         if proc.returncode != 0:
             raise FastLaneBuildError(
-                f"compiling the fast lane failed ({shlex.join(argv)}), exit {proc.returncode}:\n"
+                f"compiling {path.name} failed ({shlex.join(argv)}), exit {proc.returncode}:\n"
                 + (proc.stderr or proc.stdout).strip()
             )
         os.replace(tmp, target)
@@ -103,10 +114,10 @@ def build(force: bool = False) -> Path:
     return target
 
 
-def load() -> ModuleType:
-    """Build if needed and import the extension; FastLaneBuildError when that cannot be done."""
-    path = build()
-    spec = importlib.util.spec_from_file_location("collector.fastlane._fastlane", path)
+def load(name: str = "_fastlane") -> ModuleType:
+    """Build if needed and import the extension ``name``; FastLaneBuildError when that cannot be done."""
+    path = build(name=name)
+    spec = importlib.util.spec_from_file_location(f"collector.fastlane.{name}", path)
     if spec is None or spec.loader is None:
         raise FastLaneBuildError(f"cannot load {path}")
     module = importlib.util.module_from_spec(spec)

@@ -1,0 +1,49 @@
+"""The native socket drain (``_drain.c``): loaded once, or None with the reason kept.
+
+Why a module of its own: the drainer (collector.receiver) only needs one small C function,
+and must not depend on the fast lane's row classes or its build succeeding; and the process
+drainer must have it loaded *before* it forks (a child must not dlopen after fork), so the
+receiver calls :func:`drain_module` in the parent and the child finds it cached.
+
+``KAUDIT_FASTLANE=0`` turns it off (the Python loop drains), ``KAUDIT_FASTLANE=1`` makes a
+failed build an error instead of a quiet fallback, as for the fast lane.
+"""
+
+from __future__ import annotations
+
+import os
+from types import ModuleType
+
+from collector.fastlane.build import FastLaneBuildError, load
+
+__all__ = ["ENV", "drain_module", "drain_status"]
+
+ENV = "KAUDIT_FASTLANE"
+
+_module: ModuleType | None = None
+_error: str | None = None
+_tried = False
+
+
+def drain_module() -> ModuleType | None:
+    """The loaded ``_drain`` extension, or None (``drain_status()`` says why). Built once per process."""
+    global _module, _error, _tried
+    if _tried:
+        return _module
+    _tried = True
+    setting = os.environ.get(ENV, "")
+    if setting == "0":
+        _error = f"${ENV}=0"
+        return None
+    try:
+        _module = load("_drain")
+    except FastLaneBuildError as exc:
+        _error = str(exc)
+        if setting == "1":
+            raise
+    return _module
+
+
+def drain_status() -> str:
+    """``on`` or why the native drain is off."""
+    return "on" if drain_module() is not None else f"off: {_error}"
