@@ -277,13 +277,18 @@ class Pipeline:
         batch = msgs if isinstance(msgs, list) else list(msgs)
         i, n = 0, len(batch)
         ready = lane.ready
+        pub = self.publisher
         while i < n:
             if ready():
                 i, _bailed = lane.scan_messages(batch, i)
+            # the Python path until the lane can go on: at least one event completed here (the
+            # one it handed back) or nothing open, so that records of an event the publisher is
+            # assembling do not go to the lane one by one
+            done = pub.counters["events"]
             while i < n:
                 self._feed_messages(batch[i : i + 1])
                 i += 1
-                if ready():
+                if (not pub._open or pub.counters["events"] != done) and ready():
                     break
 
     def _feed_messages(self, msgs: Iterable) -> None:
@@ -327,21 +332,22 @@ class Pipeline:
         partial event the lane waits to see whole) starts."""
         lane = self._lane
         assert lane is not None
-        ready, feed_lines = lane.ready, self.feed_lines
+        ready, feed_lines, pub = lane.ready, self.feed_lines, self.publisher
         pos, n = 0, len(buf)
         while pos < n:
             if ready():
                 pos, bailed = lane.scan_text(buf, pos)
                 if not bailed:
                     return pos  # the rest is not a whole event yet
-            # the Python path, line by line, until no event is open
+            # the Python path, line by line, until the lane can go on (see feed_messages)
+            done = pub.counters["events"]
             while True:
                 nl = buf.find(b"\n", pos)
                 if nl < 0:
                     return pos
                 feed_lines((buf[pos : nl + 1],))
                 pos = nl + 1
-                if ready():
+                if (not pub._open or pub.counters["events"] != done) and ready():
                     break
         return pos
 

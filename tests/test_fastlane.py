@@ -370,6 +370,50 @@ def test_time_jumps_and_serial_resets_inside_a_group_are_the_same(bench_corpus: 
     assert p.publisher.counters["serial_resets"] == 1
 
 
+def test_events_around_one_held_open_are_taken_and_the_same(bench_corpus: Path) -> None:
+    """A record that waits for its timeout (the kernel's CONFIG_CHANGE for a rule the daemon
+    itself added has no SYSCALL and no EOE) holds the publisher's serial boundary: the lane
+    goes on around it, and its timeout, 2 s of audit time later, settles what it held."""
+    events = _events((bench_corpus / "corpus.log").read_bytes())
+    lone = b'type=CONFIG_CHANGE msg=audit(1700000000.010:1010): auid=4294967295 ses=4294967295 op=add_rule key="kaudit" list=4 res=1\n'
+    remote = b"node=other type=CONFIG_CHANGE msg=audit(1700000000.011:77): op=set audit_pid=1 res=1\n"
+    body = [line for ev in events[:3500] for line in ev]
+    # the held record takes a serial the events skipped, so that nothing collides
+    body = [line for line in body if b":1010)" not in line]
+    data = b"".join(body[:60] + [lone, remote] + body[60:])
+    for opts in (REPLAY, ALL_ON):
+        for chunk in (1 << 20, 5000):
+            p = assert_same_text(data, opts, chunk=chunk)
+            assert p.stats.events_by_reason["timeout"] == 2
+            assert p._lane.events > 3000
+    msgs = [m for d in iter_netlink_datagrams(bench_corpus / "corpus.nl") for m in decode_datagram(d)][:18_000]
+    msgs = [m for m in msgs if b":1010)" not in m.payload]
+    held = type(msgs[0])(1305, 0, 0, 0, lone.split(b"msg=", 1)[1].rstrip(b"\n"), True)
+    window = msgs[:60] + [held] + msgs[60:]
+    want = run_messages(window, ALL_ON, False, [4096])
+    got = run_messages(window, ALL_ON, True, [4096])
+    assert got[1] == want[1] and got[0] == want[0]
+    assert got[2]._lane.events > 0.9 * want[1]["events"]
+
+
+def test_an_event_the_python_path_opened_is_finished_by_it(bench_corpus: Path) -> None:
+    """The lane must not take a record of an event the publisher already holds open (started
+    by the Python path): it would make a second event of the same id."""
+    events = _events((bench_corpus / "corpus.log").read_bytes()[:100_000])
+    a = events[20]
+    stamp = a[0].split(b"msg=", 1)[1].split(b")", 1)[0] + b")"
+    odd = b"type=BPRM_FCAPS msg=" + stamp + b": fver=0 fp=0 fi=0 fe=0\n"  # a type the lane leaves alone
+    lines = [line for ev in events[:20] for line in ev]
+    lines += [a[0], odd]  # the Python path opens a ...
+    lines += [line for ev in events[21:30] for line in ev]  # ... the lane goes on around it ...
+    lines += a[1:]  # ... and the rest of a arrives
+    lines += [line for ev in events[30:40] for line in ev]
+    data = b"".join(lines)
+    for opts in (REPLAY, ALL_ON):
+        p = assert_same_text(data, opts)
+        assert p._lane.events >= 25 and p.publisher.counters["eoe"] == 40
+
+
 # ---- switching it off, and a build that cannot happen ---------------------------------------------
 
 

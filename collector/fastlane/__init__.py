@@ -145,6 +145,7 @@ class FastLane:
         lane.bind(
             pub._recent,
             pub._recent_order,
+            pub._open,
             pipeline._emit,
             pipeline.tables._clock,
             pipeline.tables.stats.skip,
@@ -155,18 +156,18 @@ class FastLane:
         )
 
     def ready(self) -> bool:
-        """True when no event is open and the local node's serials are being tracked."""
+        """True when the lane can take the next event: the local node's serials are tracked,
+        and either nothing is open, or what is open is held below a consistent boundary (an
+        event waiting for its timeout, e.g. a CONFIG_CHANGE without EOE; see scan_group)."""
         pub = self._pipeline.publisher
-        if pub._open:
-            return False
         tracker = pub._trackers.get(None)
-        # nothing open: the tracker has settled everything it saw (checked, not assumed)
-        return (
-            tracker is not None
-            and tracker.boundary == tracker.max_seen
-            and not tracker.seen
-            and not tracker.live
-        )
+        if tracker is None:
+            return False
+        if not tracker.live:
+            return tracker.boundary == tracker.max_seen and not tracker.seen
+        # settled up to the oldest open serial at least: a completion inside the lane's group
+        # settles nothing new (the open events stay the lowest), as the lane assumes
+        return tracker.boundary >= min(tracker.live) - 1
 
     def scan_text(self, buf: bytes, pos: int) -> tuple[int, bool]:
         """Whole events of audit.log text from ``pos``: (where it stopped, whether it bailed)."""
@@ -195,7 +196,14 @@ class FastLane:
         lane.next_expiry = pub._next_expiry
         tracker = pub._trackers[None]
         lane.boundary = tracker.boundary
+        lane.max_seen = tracker.max_seen
         lane.origin = tracker.origin
+        lane.any_open = bool(pub._open)
+        held = bool(tracker.live)
+        lane.held = held
+        if held:
+            lane.low = min(tracker.live)
+            lane.seen = tracker.seen
         lane.next_eid = p.tables._next_eid
 
     def _sync_out(self) -> None:
@@ -206,7 +214,11 @@ class FastLane:
         pub._clock = lane.clock
         pub._next_expiry = lane.next_expiry
         tracker = pub._trackers[None]
-        tracker.boundary = tracker.max_seen = lane.boundary
+        if lane.held:
+            tracker.max_seen = lane.max_seen
+            lane.seen = None
+        else:
+            tracker.boundary = tracker.max_seen = lane.boundary
         p.tables._next_eid = lane.next_eid
         if not events:
             return

@@ -88,6 +88,12 @@ typedef struct {
     long long clock, next_expiry, boundary, next_eid;
     long long eid_cursor; /* the eid of the next row made while a group is decided */
     long long origin;     /* the serial tracker's origin: nothing at or below it was expected */
+    long long max_seen;   /* the tracker's max_seen (== boundary unless held) */
+    long long low;        /* held: the lowest serial of the events the publisher holds open */
+    int held;             /* events of this node are open in the publisher (see scan_group) */
+    int any_open;         /* the publisher has open events (of any node) */
+    PyObject *seen;       /* held: the tracker's set of serials seen above the boundary */
+    PyObject *open;       /* the publisher's open events, by key */
     /* counters of one call (the Python side adds them to its own and zeroes them) */
     long long n_types[NTYPES];
     long long n_events, n_lost, n_late, n_rows_sock, n_rows_proc, n_self, n_bail;
@@ -1177,7 +1183,7 @@ static int scan_group(Lane *self, Src *src, int *bailed)
     int nev = 0, nopen = 0, ngrec = 0, ncomp = 0;
     long long types[NTYPES] = {0};
     long long clock = self->clock, clock1 = 0, min_t = 0, max_t = 0;
-    long long ref = self->boundary, boundary = self->boundary; /* the tracker's max_seen and boundary */
+    long long ref = self->max_seen, boundary = self->boundary; /* the tracker's max_seen and boundary */
     int nlate = 0;
     int ret = 0;
 
@@ -1208,7 +1214,22 @@ static int scan_group(Lane *self, Src *src, int *bailed)
             if (delta >= (1LL << 31))
                 delta -= 1LL << 32;
             long long u = ref + delta;
-            if (u <= boundary) {
+            if (self->held) {
+                /* the publisher holds older events open (a record that waits for its timeout):
+                   the boundary stays below them, so new serials only join the seen set; one
+                   below the oldest held, or seen already, is the Python path's */
+                if (u <= self->low || u <= boundary)
+                    goto bail;
+                PyObject *uo = PyLong_FromLongLong(u);
+                if (uo == NULL)
+                    goto error;
+                int in = PySet_Contains(self->seen, uo);
+                Py_DECREF(uo);
+                if (in < 0)
+                    goto error;
+                if (in)
+                    goto bail;
+            } else if (u <= boundary) {
                 /* a serial already settled (counted lost): the event arrives late and the count
                    is corrected (late_events); a reset (far later in time) or one below the
                    first serial is the Python path's */
@@ -1232,6 +1253,8 @@ static int scan_group(Lane *self, Src *src, int *bailed)
             nopen++;
         }
         long long t = sec * 1000 + msec;
+        if (self->any_open && t >= self->next_expiry)
+            goto bail; /* the publisher would expire what it holds open here */
         if (t > clock)
             clock = t;
         if (ngrec == 1) {
@@ -1257,7 +1280,7 @@ static int scan_group(Lane *self, Src *src, int *bailed)
                     low = evs[j].u;
                     any = 1;
                 }
-            if (low - 1 > boundary)
+            if (!self->held && low - 1 > boundary)
                 boundary = low - 1;
             continue;
         }
@@ -1274,6 +1297,8 @@ static int scan_group(Lane *self, Src *src, int *bailed)
         if (keys[i] == NULL)
             goto error;
         int seen = PyDict_Contains(self->recent, keys[i]);
+        if (seen == 0 && self->any_open)
+            seen = PyDict_Contains(self->open, keys[i]); /* a record of an event held open */
         if (seen < 0)
             goto error;
         if (seen)
@@ -1298,9 +1323,23 @@ static int scan_group(Lane *self, Src *src, int *bailed)
     }
     if (clock1 + self->timeout + 1 < self->next_expiry)
         self->next_expiry = clock1 + self->timeout + 1;
-    self->n_lost += (max_u - self->boundary) - nev;
-    self->n_late += nlate;
-    self->boundary = max_u;
+    if (self->held) {
+        /* the serials join the tracker's seen set; they are settled when the held event ends */
+        for (int i = 0; i < nev; i++) {
+            PyObject *uo = PyLong_FromLongLong(evs[i].u);
+            if (uo == NULL || PySet_Add(self->seen, uo) < 0) {
+                Py_XDECREF(uo);
+                goto error;
+            }
+            Py_DECREF(uo);
+        }
+        if (max_u > self->max_seen)
+            self->max_seen = max_u;
+    } else {
+        self->n_lost += (max_u - self->boundary) - nev;
+        self->n_late += nlate;
+        self->boundary = self->max_seen = max_u;
+    }
     for (int i = 0; i < NTYPES; i++)
         self->n_types[i] += types[i];
     self->n_events += nev;
@@ -1463,13 +1502,13 @@ static int Lane_init(Lane *self, PyObject *args, PyObject *kwds)
     return 0;
 }
 
-/* bind(recent, order, emit, uptime, skip, exclude, recent_limit, recent_window, timeout) */
+/* bind(recent, order, open, emit, uptime, skip, exclude, recent_limit, recent_window, timeout) */
 static PyObject *Lane_bind(Lane *self, PyObject *args)
 {
-    PyObject *recent, *order, *emit, *uptime, *skip, *exclude;
+    PyObject *recent, *order, *open, *emit, *uptime, *skip, *exclude;
     long long limit, window, timeout;
-    if (!PyArg_ParseTuple(args, "O!OOOOOLLL", &PyDict_Type, &recent, &order, &emit, &uptime, &skip, &exclude, &limit,
-                          &window, &timeout))
+    if (!PyArg_ParseTuple(args, "O!OO!OOOOLLL", &PyDict_Type, &recent, &order, &PyDict_Type, &open, &emit, &uptime,
+                          &skip, &exclude, &limit, &window, &timeout))
         return NULL;
     if (exclude != Py_None && !PyAnySet_Check(exclude)) {
         PyErr_SetString(PyExc_TypeError, "exclude must be a set of pid strings or None");
@@ -1482,6 +1521,7 @@ static PyObject *Lane_bind(Lane *self, PyObject *args)
         return NULL;
     }
     Py_XSETREF(self->recent, Py_NewRef(recent));
+    Py_XSETREF(self->open, Py_NewRef(open));
     Py_XSETREF(self->order, Py_NewRef(order));
     Py_XSETREF(self->order_append, append);
     Py_XSETREF(self->order_popleft, popleft);
@@ -1529,6 +1569,8 @@ static int Lane_traverse(Lane *self, visitproc visit, void *arg)
     Py_VISIT(self->uptime);
     Py_VISIT(self->skip);
     Py_VISIT(self->exclude);
+    Py_VISIT(self->open);
+    Py_VISIT(self->seen);
     return 0;
 }
 
@@ -1545,6 +1587,8 @@ static int Lane_clear(Lane *self)
     Py_CLEAR(self->uptime);
     Py_CLEAR(self->skip);
     Py_CLEAR(self->exclude);
+    Py_CLEAR(self->open);
+    Py_CLEAR(self->seen);
     return 0;
 }
 
@@ -1598,6 +1642,11 @@ static PyMemberDef Lane_members[] = {
     {"boundary", T_LONGLONG, offsetof(Lane, boundary), 0, "the serial tracker's boundary (== max_seen)"},
     {"next_eid", T_LONGLONG, offsetof(Lane, next_eid), 0, "the next row's eid"},
     {"origin", T_LONGLONG, offsetof(Lane, origin), 0, "the serial tracker's origin"},
+    {"max_seen", T_LONGLONG, offsetof(Lane, max_seen), 0, "the serial tracker's max_seen"},
+    {"low", T_LONGLONG, offsetof(Lane, low), 0, "held: the lowest serial held open"},
+    {"held", T_INT, offsetof(Lane, held), 0, "the publisher holds events of this node open"},
+    {"any_open", T_INT, offsetof(Lane, any_open), 0, "the publisher holds events open"},
+    {"seen", T_OBJECT, offsetof(Lane, seen), 0, "held: the tracker's seen set"},
     {NULL},
 };
 
