@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
+from operator import attrgetter
 from typing import IO, Any, ClassVar
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "SocketEventsRow",
     "format_eid",
     "row_class",
+    "row_line",
 ]
 
 
@@ -221,7 +223,7 @@ class RowWriter:
         n = 0
         parts: list[str] = []
         for r in rows:
-            parts.append(_dumps(r.to_dict()))
+            parts.append(row_line(r))
             n += 1
         if n:
             self._fp.write("".join(parts))
@@ -236,4 +238,32 @@ def _dumps(obj: dict[str, Any]) -> str:
         line.encode("utf-8")
     except UnicodeEncodeError:
         line = json.dumps(obj, ensure_ascii=True)
+    return line + "\n"
+
+
+# The JSON line of a row, as _dumps(row.to_dict()) writes it, at a third of the cost: a live
+# storm writes a row per event, and json.dumps builds an encoder per call while to_dict loops
+# in Python. The dict comes from one zip over an attrgetter, the encoder is made once; without
+# the C encoder (not CPython) the plain path is used. tests/test_rows.py pins the equality.
+_C_ENCODER = getattr(json.encoder, "c_make_encoder", None)
+_ENCODE = (
+    _C_ENCODER(None, json.JSONEncoder().default, json.encoder.encode_basestring, None, ": ", ", ", False, False, True)
+    if _C_ENCODER is not None
+    else None
+)
+_KEYS: dict[type, tuple[str, ...]] = {cls: ("table", *cols) for cls, cols in _COLUMNS.items()}
+_GET = {cls: attrgetter(*cols) for cls, cols in _COLUMNS.items()}
+
+
+def row_line(row: Row) -> str:
+    """One row as its JSON line (with the newline)."""
+    cls = type(row)
+    if _ENCODE is None or cls not in _KEYS:
+        return _dumps(row.to_dict())
+    line = "".join(_ENCODE(dict(zip(_KEYS[cls], (row.table, *_GET[cls](row)), strict=True)), 0))
+    if not line.isascii():
+        try:
+            line.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates (bytes that were not UTF-8): escape them
+            return _dumps(row.to_dict())
     return line + "\n"
