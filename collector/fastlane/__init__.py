@@ -23,7 +23,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from collector.fastlane.build import FastLaneBuildError, load
-from collector.protocol._tables import ERRNO, SYSCALLS
+from collector.protocol._tables import ERRNO, RECORD_TYPES, SYSCALLS
 from collector.protocol.records import record_type_number
 from collector.protocol.syscalls import _BY_NUMBER, MACHINES
 from collector.rows import ProcessEventsRow, SocketEventsRow
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = ["ENV", "FastLane", "FastLaneBuildError", "module", "status"]
 
 ENV = "KAUDIT_FASTLANE"
+_EOE = record_type_number("EOE")
 TYPE_NAMES = ("SYSCALL", "SOCKADDR", "EXECVE", "CWD", "PATH", "PROCTITLE", "EOE")
 
 # the column order the C code passes rows in (checked against the dataclasses below)
@@ -140,7 +141,9 @@ class FastLane:
             ERRNO["EAGAIN"],
         )
         typenums = {name: record_type_number(name) for name in TYPE_NAMES}
-        self._lane = lane = m.Lane(typenums, syscalls, arches, options, SocketEventsRow, ProcessEventsRow)
+        self._lane = lane = m.Lane(
+            typenums, dict(RECORD_TYPES), syscalls, arches, options, SocketEventsRow, ProcessEventsRow
+        )
         pub = pipeline.publisher
         lane.bind(
             pub._recent,
@@ -209,7 +212,7 @@ class FastLane:
     def _sync_out(self) -> None:
         p = self._pipeline
         pub, lane = p.publisher, self._lane
-        types, events, lost, late, rows_sock, rows_proc, selfs, _event_bails = lane.take_counters()
+        types, others, events, lost, late, rows_sock, rows_proc, selfs, _event_bails = lane.take_counters()
         self.events += events
         pub._clock = lane.clock
         pub._next_expiry = lane.next_expiry
@@ -224,10 +227,10 @@ class FastLane:
             return
         records = events  # the EOEs
         ptypes = p._types
-        for number, n in types:
+        for number, n in (*types, *others.items()):
             if n:
                 ptypes[number] = ptypes.get(number, 0) + n
-                if number != record_type_number("EOE"):
+                if number != _EOE:
                     records += n
         c = pub.counters
         c["records"] += records

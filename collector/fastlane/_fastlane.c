@@ -34,6 +34,9 @@
 #include <string.h>
 
 enum { R_SYSCALL, R_SOCKADDR, R_EXECVE, R_CWD, R_PATH, R_PROCTITLE, R_EOE, NTYPES };
+/* any other record of a syscall event (BPRM_FCAPS, MMAP, AVC, LOGIN, ...): no table reads it,
+   the publisher only counts and keeps it (not a single-record type, not EOE) */
+#define R_OTHER NTYPES
 static const char *const TYPE_NAMES[NTYPES] = {"SYSCALL", "SOCKADDR", "EXECVE", "CWD", "PATH", "PROCTITLE", "EOE"};
 
 /* what a wanted syscall makes (collector.fastlane.KINDS) */
@@ -63,7 +66,8 @@ typedef struct {
 } Tok;
 
 typedef struct {
-    int t;
+    int t;    /* R_SYSCALL ... R_EOE, or R_OTHER */
+    long num; /* the record type number (for R_OTHER: which one) */
     const char *body;
     Py_ssize_t blen;
 } Rec;
@@ -79,6 +83,8 @@ typedef struct {
     int allow_failed, allow_null_accept, allow_unix;
     long long einprogress, eagain;
     PyObject *syscalls; /* the dict the SysEntry names come from */
+    PyObject *names;    /* every record type name -> number (audit.log text) */
+    PyObject *others;   /* this call's counts of R_OTHER records, by type number */
     PyObject *sock_cls, *proc_cls;
     /* the publisher's and pipeline's objects (set by bind()) */
     PyObject *recent, *order_append, *order_popleft, *order;
@@ -932,12 +938,31 @@ static int complete(Lane *self, PyObject *key)
     return 0;
 }
 
+/* publisher.is_single_record_type: a whole event on its own (the lane leaves those alone) */
+static int is_single(long t)
+{
+    return (t >= 1100 && t <= 1299) || (t >= 2100 && t <= 2999) || t == 2000;
+}
+
+/* the lane's kind of a record type number: R_SYSCALL..R_EOE, R_OTHER, or -1 (Python's) */
+static int kind_of(Lane *self, long number);
+
 static int type_index(Lane *self, long number)
 {
     for (int i = 0; i < NTYPES; i++)
         if (self->typenum[i] == number)
             return i;
     return -1;
+}
+
+static int kind_of(Lane *self, long number)
+{
+    int t = type_index(self, number);
+    if (t >= 0)
+        return t;
+    if (number < 1000 || is_single(number))
+        return -1;
+    return R_OTHER;
 }
 
 /* "SEC.MSEC:SERIAL)" then ": ", ":", " " or the end; the body after it. 0, or -1 (bail) */
@@ -1002,17 +1027,42 @@ static int parse_line(Lane *self, const char *p, const char *end, Rec *rec, long
         return -1;
     size_t nl = (size_t)(sp - name);
     int t = -1;
+    long num = 0;
     for (int i = 0; i < NTYPES; i++)
         if (strlen(TYPE_NAMES[i]) == nl && memcmp(TYPE_NAMES[i], name, nl) == 0) {
             t = i;
+            num = self->typenum[i];
             break;
         }
-    if (t < 0 || end - sp < 11 || memcmp(sp, " msg=audit(", 11) != 0)
+    if (t < 0) {
+        /* another type by its auditd name (UNKNOWN[n] and numbers are the Python path's) */
+        PyObject *key = PyUnicode_DecodeASCII(name, (Py_ssize_t)nl, "strict");
+        if (key == NULL) {
+            PyErr_Clear();
+            return -1;
+        }
+        PyObject *v = PyDict_GetItemWithError(self->names, key);
+        Py_DECREF(key);
+        if (v == NULL) {
+            PyErr_Clear();
+            return -1;
+        }
+        num = PyLong_AsLong(v);
+        if (num == -1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            return -1;
+        }
+        t = kind_of(self, num);
+        if (t != R_OTHER)
+            return -1;
+    }
+    if (end - sp < 11 || memcmp(sp, " msg=audit(", 11) != 0)
         return -1;
     const char *body;
     if (parse_stamp(sp + 11, end, sec, msec, serial, &body) < 0)
         return -1;
     rec->t = t;
+    rec->num = num;
     rec->body = body;
     rec->blen = end - body;
     return 0;
@@ -1092,7 +1142,7 @@ static int src_next(Lane *self, Src *src, Rec *rec, long long *sec, long long *m
     Py_DECREF(tobj);
     if (tn == -1 && PyErr_Occurred())
         return SRC_ERR;
-    int t = type_index(self, tn);
+    int t = kind_of(self, tn);
     if (t < 0)
         return SRC_BAIL;
     PyObject *payload = PyObject_GetAttr(msg, s_payload_attr);
@@ -1103,6 +1153,7 @@ static int src_next(Lane *self, Src *src, Rec *rec, long long *sec, long long *m
         parse_payload(PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload), rec, sec, msec, serial) < 0)
         return SRC_BAIL;
     rec->t = t;
+    rec->num = tn;
     src->i++;
     return SRC_REC;
 }
@@ -1182,6 +1233,8 @@ static int scan_group(Lane *self, Src *src, int *bailed)
     PyObject *keys[MAXOPEN] = {NULL};
     int nev = 0, nopen = 0, ngrec = 0, ncomp = 0;
     long long types[NTYPES] = {0};
+    long others[MAXGREC + 1];
+    int nothers = 0;
     long long clock = self->clock, clock1 = 0, min_t = 0, max_t = 0;
     long long ref = self->max_seen, boundary = self->boundary; /* the tracker's max_seen and boundary */
     int nlate = 0;
@@ -1265,7 +1318,10 @@ static int scan_group(Lane *self, Src *src, int *bailed)
         } else if (t > max_t) {
             max_t = t;
         }
-        types[rec.t]++;
+        if (rec.t == R_OTHER)
+            others[nothers++] = rec.num;
+        else
+            types[rec.t]++;
         if (rec.t == R_EOE) {
             evs[e].done = 1;
             evs[e].done_clock = clock;
@@ -1342,6 +1398,21 @@ static int scan_group(Lane *self, Src *src, int *bailed)
     }
     for (int i = 0; i < NTYPES; i++)
         self->n_types[i] += types[i];
+    for (int i = 0; i < nothers; i++) {
+        PyObject *k = PyLong_FromLong(others[i]);
+        if (k == NULL)
+            goto error;
+        PyObject *old = PyDict_GetItemWithError(self->others, k);
+        long long n = old == NULL ? 0 : PyLong_AsLongLong(old);
+        PyObject *v = (old == NULL && PyErr_Occurred()) ? NULL : PyLong_FromLongLong(n + 1);
+        if (v == NULL || PyDict_SetItem(self->others, k, v) < 0) {
+            Py_DECREF(k);
+            Py_XDECREF(v);
+            goto error;
+        }
+        Py_DECREF(k);
+        Py_DECREF(v);
+    }
     self->n_events += nev;
     self->next_eid = self->eid_cursor;
     for (int k = 0; k < ncomp; k++) {
@@ -1426,17 +1497,22 @@ static PyObject *Lane_scan_messages(Lane *self, PyObject *args)
 /* ---- the type: configuration and binding ------------------------------------------------ */
 
 /*
- * Lane(typenums, syscalls, arches, options, sock_cls, proc_cls)
+ * Lane(typenums, names, syscalls, arches, options, sock_cls, proc_cls)
  *   typenums: {"SYSCALL": 1300, ...} for the seven types above
+ *   names: every record type name auditd writes -> its number
  *   syscalls: {(arch, number): (name, kind)} for every syscall an enabled table wants
  *   arches: the arch values kaudit has syscall tables for
  *   options: (allow_failed, allow_null_accept, allow_unix, einprogress, eagain)
  */
 static int Lane_init(Lane *self, PyObject *args, PyObject *kwds)
 {
-    PyObject *typenums, *syscalls, *arches, *options, *sock_cls, *proc_cls;
-    if (!PyArg_ParseTuple(args, "O!O!OO!OO", &PyDict_Type, &typenums, &PyDict_Type, &syscalls, &arches, &PyTuple_Type,
-                          &options, &sock_cls, &proc_cls))
+    PyObject *typenums, *names, *syscalls, *arches, *options, *sock_cls, *proc_cls;
+    if (!PyArg_ParseTuple(args, "O!O!O!OO!OO", &PyDict_Type, &typenums, &PyDict_Type, &names, &PyDict_Type, &syscalls,
+                          &arches, &PyTuple_Type, &options, &sock_cls, &proc_cls))
+        return -1;
+    Py_XSETREF(self->names, Py_NewRef(names));
+    Py_XSETREF(self->others, PyDict_New());
+    if (self->others == NULL)
         return -1;
     for (int i = 0; i < NTYPES; i++) {
         PyObject *v = PyDict_GetItemString(typenums, TYPE_NAMES[i]);
@@ -1535,7 +1611,7 @@ static PyObject *Lane_bind(Lane *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
-/* take_counters() -> (records by type tuple, events, lost, late, rows socket, rows process, self, bails), zeroed */
+/* take_counters() -> (records by type tuple, other types dict, events, lost, late, rows socket, rows process, self, bails), zeroed */
 static PyObject *Lane_take_counters(Lane *self, PyObject *Py_UNUSED(ignored))
 {
     PyObject *types = PyTuple_New(NTYPES);
@@ -1550,8 +1626,15 @@ static PyObject *Lane_take_counters(Lane *self, PyObject *Py_UNUSED(ignored))
         PyTuple_SET_ITEM(types, i, pair);
         self->n_types[i] = 0;
     }
-    PyObject *res = Py_BuildValue("(NLLLLLLL)", types, self->n_events, self->n_lost, self->n_late, self->n_rows_sock,
-                                  self->n_rows_proc, self->n_self, self->n_bail);
+    PyObject *others = self->others;
+    self->others = PyDict_New();
+    if (self->others == NULL) {
+        self->others = others;
+        Py_DECREF(types);
+        return NULL;
+    }
+    PyObject *res = Py_BuildValue("(NNLLLLLLL)", types, others, self->n_events, self->n_lost, self->n_late,
+                                  self->n_rows_sock, self->n_rows_proc, self->n_self, self->n_bail);
     self->n_events = self->n_lost = self->n_late = self->n_rows_sock = self->n_rows_proc = self->n_self = self->n_bail = 0;
     return res;
 }
@@ -1559,6 +1642,8 @@ static PyObject *Lane_take_counters(Lane *self, PyObject *Py_UNUSED(ignored))
 static int Lane_traverse(Lane *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->syscalls);
+    Py_VISIT(self->names);
+    Py_VISIT(self->others);
     Py_VISIT(self->sock_cls);
     Py_VISIT(self->proc_cls);
     Py_VISIT(self->recent);
@@ -1577,6 +1662,8 @@ static int Lane_traverse(Lane *self, visitproc visit, void *arg)
 static int Lane_clear(Lane *self)
 {
     Py_CLEAR(self->syscalls);
+    Py_CLEAR(self->names);
+    Py_CLEAR(self->others);
     Py_CLEAR(self->sock_cls);
     Py_CLEAR(self->proc_cls);
     Py_CLEAR(self->recent);
