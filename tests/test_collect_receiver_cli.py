@@ -121,6 +121,10 @@ def test_collect_subprocess_with_the_default_receiver_writes_every_row_and_resto
     try:
         _wait(lambda: server.call(lambda k: k.auditd_pid == proc.pid and any(b"kaudit" in p for p in k.rule_payloads())),
               30, "collect did not register and add its rules")
+        # the drainer starts with the first read after configuration: records sent while the
+        # last configuration request is answered are read by that request instead (then the
+        # counters below would not see them); two status polls later it is running
+        time.sleep(1.0)
         for i in range(n):
             for rtype, text in _connect_event(7000 + i, 95000 + i):
                 server.emit_record(rtype, text)

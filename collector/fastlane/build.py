@@ -75,14 +75,17 @@ def _target(source: bytes, cc: str, name: str = "_fastlane") -> Path:
 def build(force: bool = False, *, name: str = "_fastlane") -> Path:
     """The built extension's path, compiling it when the cache has none for this source.
 
-    ``name`` picks the module (its source is ``{name}.c`` beside this file); the default is
-    the fast lane itself.
+    ``name`` picks the module (its source is ``{name}.c`` beside this file, with the
+    ``{name}_*.h`` files it includes); the default is the fast lane itself. The cache key
+    covers every one of those files.
     """
     path = _source(name)
     try:
         source = path.read_bytes()
+        for header in sorted(path.parent.glob(f"{name}_*.h")):
+            source += b"\0" + header.name.encode() + b"\0" + header.read_bytes()
     except OSError as exc:
-        raise FastLaneBuildError(f"cannot read {path}: {exc.strerror}") from None
+        raise FastLaneBuildError(f"cannot read {exc.filename}: {exc.strerror}") from None
     cc = _compiler()
     target = _target(source, cc, name)
     if target.is_file() and not force:
