@@ -14,7 +14,7 @@ __all__ = ["PlotUnavailable", "plot_replay", "plot_report", "plot_storm"]
 _KAUDIT = "#1f77b4"
 _PEER = "#7f7f7f"
 _AUDITD = "#d62728"
-_COLORS = {"kaudit": "#ff7f0e", "kaudit-receiver": _KAUDIT, "auditd": _AUDITD}
+_COLORS = {"kaudit": _KAUDIT, "kaudit-noreceiver": "#ff7f0e", "auditd": _AUDITD}
 
 
 class PlotUnavailable(RuntimeError):
