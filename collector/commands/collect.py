@@ -350,18 +350,23 @@ class Collector:
                 _warn(f"on_ready hook failed: {exc}")
 
     def _wind_down(self) -> None:
-        reader, pipeline = self.reader, self.pipeline
-        assert reader is not None and pipeline is not None
         end = time.monotonic() + WIND_DOWN_MAX
-        while time.monotonic() < end:
-            try:
-                batch = reader.drain(WIND_DOWN_QUIET)
-            except ConnectionError:
-                return
-            if not batch:
-                return
-            pipeline.feed_messages(batch)
-            self._rows.commit()
+        while time.monotonic() < end and self._feed_one_batch(WIND_DOWN_QUIET):
+            pass
+
+    def _feed_one_batch(self, timeout: float) -> bool:
+        """Read one batch (waiting up to ``timeout``) and make its rows; False when the socket
+        was quiet or closed."""
+        assert self.reader is not None and self.pipeline is not None
+        try:
+            batch = self.reader.drain(timeout)
+        except ConnectionError:
+            return False
+        if not batch:
+            return False
+        self.pipeline.feed_messages(batch)
+        self._rows.commit()
+        return True
 
     def _take_backlog(self) -> None:
         """After the restore: the records the receiver took from the kernel that we have not
@@ -371,9 +376,8 @@ class Collector:
         by BACKLOG_MAX and cut short by a second signal. What is left is counted
         (``receiver_discarded``) when the transport closes.
         """
-        reader, pipeline = self.reader, self.pipeline
-        assert reader is not None and pipeline is not None
-        stop_receiver = getattr(reader.transport, "stop_receiver", None)
+        assert self.reader is not None
+        stop_receiver = getattr(self.reader.transport, "stop_receiver", None)
         if stop_receiver is None:
             return
         stop_receiver()  # the drainer hands over everything, then the socket is read directly
@@ -383,14 +387,8 @@ class Collector:
                 _warn("stopped before processing every record the receiver had taken from the kernel "
                       "(receiver_discarded in --stats-json counts them)")
                 return
-            try:
-                batch = reader.drain(0)
-            except ConnectionError:
+            if not self._feed_one_batch(0):
                 return
-            if not batch:
-                return
-            pipeline.feed_messages(batch)
-            self._rows.commit()
 
     # ---- reporting ---------------------------------------------------------------------
 

@@ -17,12 +17,11 @@ for a slow machine).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from collector.fastlane.build import FastLaneBuildError, load
+from collector.fastlane.build import ENV, FastLaneBuildError, NativeModule
 from collector.protocol._tables import ERRNO, RECORD_TYPES, SYSCALLS
 from collector.protocol.records import record_type_number
 from collector.protocol.syscalls import _BY_NUMBER, MACHINES
@@ -34,7 +33,6 @@ if TYPE_CHECKING:
 
 __all__ = ["ENV", "FastLane", "FastLaneBuildError", "module", "status"]
 
-ENV = "KAUDIT_FASTLANE"
 _EOE = record_type_number("EOE")
 # the lane goes on around at most this many events held open; with more (records were lost,
 # and events without their EOE wait for the timeout) the Python path takes everything, and
@@ -53,44 +51,26 @@ _PROCESS_COLUMNS = (
     "overflows", "parent", "time", "uptime", "eid", "fsuid", "suid", "fsgid", "sgid", "syscall",
 )  # fmt: skip
 
-_module: ModuleType | None = None
-_error: str | None = None
-_tried = False
+def _check_columns() -> None:
+    if tuple(SocketEventsRow.__slots__) != _SOCKET_COLUMNS or tuple(ProcessEventsRow.__slots__) != _PROCESS_COLUMNS:
+        raise FastLaneBuildError("the row classes' columns changed: update _fastlane_rows.h and the column lists")
+
+
+_LANE = NativeModule("_fastlane", _check_columns)
 
 
 def module() -> ModuleType | None:
     """The loaded extension, or None (``status()`` says why). Built once per process."""
-    global _module, _error, _tried
-    if _tried:
-        return _module
-    _tried = True
-    setting = os.environ.get(ENV, "")
-    if setting == "0":
-        _error = f"${ENV}=0"
-        return None
-    try:
-        if (
-            tuple(SocketEventsRow.__slots__) != _SOCKET_COLUMNS
-            or tuple(ProcessEventsRow.__slots__) != _PROCESS_COLUMNS
-        ):
-            raise FastLaneBuildError(
-                "the row classes' columns changed: update _fastlane.c and the column lists"
-            )
-        _module = load()
-    except FastLaneBuildError as exc:
-        _error = str(exc)
-        if setting == "1":
-            raise
-    return _module
+    return _LANE.get()
 
 
 def status() -> str:
-    """``on`` or why the lane is off (for --stats and the benchmarks)."""
-    return "on" if module() is not None else f"off: {_error}"
+    """``on`` or why the lane is off (for the benchmarks and the tests)."""
+    return _LANE.status()
 
 
 def _kinds(sock: frozenset[str], proc: frozenset[str]) -> dict[str, int]:
-    m = _module
+    m = _LANE.get()
     assert m is not None
     out: dict[str, int] = {}
     for name in sock:
@@ -119,7 +99,7 @@ class FastLane:
     __slots__ = ("_lane", "_pipeline", "bails", "events")
 
     def __init__(self, pipeline: Pipeline) -> None:
-        m = _module
+        m = _LANE.get()
         assert m is not None
         self._pipeline = pipeline
         self.events = 0  # events the lane completed

@@ -25,12 +25,14 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
-__all__ = ["CFLAGS", "SOURCE", "FastLaneBuildError", "build", "cache_dir", "load"]
+__all__ = ["CFLAGS", "ENV", "SOURCE", "FastLaneBuildError", "NativeModule", "build", "cache_dir", "load"]
 
 SOURCE = Path(__file__).with_name("_fastlane.c")
+ENV = "KAUDIT_FASTLANE"  # 0: every native module off; 1: a failed build is an error
 CFLAGS = ["-O2", "-shared", "-fPIC", "-Wall", "-Wno-unused-parameter", "-fno-strict-aliasing"]
 COMPILERS = ("cc", "gcc", "clang")
 
@@ -129,3 +131,44 @@ def load(name: str = "_fastlane") -> ModuleType:
     except ImportError as exc:
         raise FastLaneBuildError(f"cannot load {path}: {exc}") from None
     return module
+
+
+class NativeModule:
+    """One extension, built and loaded at most once per process: the module, or None and why.
+
+    ``$KAUDIT_FASTLANE`` applies to every native module: ``0`` leaves them all off (the Python
+    code does the work), ``1`` makes a failed build raise instead of falling back quietly.
+    ``check`` runs before the build and raises FastLaneBuildError when the Python side no
+    longer matches what the C code assumes.
+    """
+
+    __slots__ = ("_check", "_error", "_module", "_tried", "name")
+
+    def __init__(self, name: str, check: Callable[[], None] | None = None) -> None:
+        self.name = name
+        self._check = check
+        self._module: ModuleType | None = None
+        self._error: str | None = None
+        self._tried = False
+
+    def get(self) -> ModuleType | None:
+        if self._tried:
+            return self._module
+        self._tried = True
+        setting = os.environ.get(ENV, "")
+        if setting == "0":
+            self._error = f"${ENV}=0"
+            return None
+        try:
+            if self._check is not None:
+                self._check()
+            self._module = load(self.name)
+        except FastLaneBuildError as exc:
+            self._error = str(exc)
+            if setting == "1":
+                raise
+        return self._module
+
+    def status(self) -> str:
+        """``on``, or ``off: `` and why."""
+        return "on" if self.get() is not None else f"off: {self._error}"

@@ -11,39 +11,20 @@ failed build an error instead of a quiet fallback, as for the fast lane.
 
 from __future__ import annotations
 
-import os
 from types import ModuleType
 
-from collector.fastlane.build import FastLaneBuildError, load
+from collector.fastlane.build import ENV, NativeModule
 
 __all__ = ["ENV", "drain_module", "drain_status"]
 
-ENV = "KAUDIT_FASTLANE"
-
-_module: ModuleType | None = None
-_error: str | None = None
-_tried = False
+_DRAIN = NativeModule("_drain")
 
 
 def drain_module() -> ModuleType | None:
     """The loaded ``_drain`` extension, or None (``drain_status()`` says why). Built once per process."""
-    global _module, _error, _tried
-    if _tried:
-        return _module
-    _tried = True
-    setting = os.environ.get(ENV, "")
-    if setting == "0":
-        _error = f"${ENV}=0"
-        return None
-    try:
-        _module = load("_drain")
-    except FastLaneBuildError as exc:
-        _error = str(exc)
-        if setting == "1":
-            raise
-    return _module
+    return _DRAIN.get()
 
 
 def drain_status() -> str:
     """``on`` or why the native drain is off."""
-    return "on" if drain_module() is not None else f"off: {_error}"
+    return _DRAIN.status()
