@@ -39,6 +39,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -630,6 +631,32 @@ class RowTail:
         return new
 
 
+def _in_fresh_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` in a thread created now, after the start barrier; its result or exception.
+
+    Why: the kernel gives a task an audit context only if audit had been enabled at least once
+    when the task was created (``audit_alloc`` checks ``audit_ever_enabled``). On a machine
+    where this run is the first to enable audit since boot, this process was created before,
+    so its own syscalls - the vfork of every workload child - would never be audited and their
+    rows would be missing. A thread made after the collector enabled audit has a context; its
+    records carry the process's pid, so the expected rows do not change.
+    """
+    out: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            out["value"] = fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller as it is
+            out["error"] = exc
+
+    worker = threading.Thread(target=run, name="kaudit-verify-workloads", daemon=True)
+    worker.start()
+    worker.join()
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
+
+
 def default_collector(output: Path) -> list[str]:
     """kaudit's own collector; ``--no-lock`` because verify holds the live lock for it."""
     return [
@@ -723,7 +750,7 @@ class LiveRun:
                     self._start_collector(rows_file, workdir)
                     try:
                         self._barrier("start", self.opts.startup_timeout, repeat=True)
-                        results = self._run_workloads(workdir, net)
+                        results = _in_fresh_thread(self._run_workloads, workdir, net)
                         self._barrier("end", 15.0, repeat=False)
                     finally:
                         collector_problems += self._stop_collector()
