@@ -21,16 +21,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from test_receiver_drain import connect_event  # the same connect event the drain tests send
 
 from collector.cli import build_parser, main
 from collector.commands.collect import COLLECT_DEFAULTS, RECEIVER_CHOICES, Collector
 from collector.protocol.auditctl import parse_rule
-from collector.protocol.records import record_type_number
 from simulator.endpoint import EndpointServer
 from simulator.kernel import AuditKernel
 
 ROOT = Path(__file__).resolve().parents[1]
-SYSCALL, SOCKADDR, EOE = (record_type_number(n) for n in ("SYSCALL", "SOCKADDR", "EOE"))
 
 
 def test_receiver_defaults_to_process_and_takes_each_choice() -> None:
@@ -62,20 +61,6 @@ def test_collector_refuses_an_unknown_receiver_by_name() -> None:
     with pytest.raises(ValueError, match="'bogus'") as exc:
         Collector("unix:/nonexistent", COLLECT_DEFAULTS, io.StringIO(), receiver="bogus")
     assert "process" in str(exc.value)  # and says what it expected
-
-
-def _connect_event(pid: int, serial: int) -> list[tuple[int, str]]:
-    head = f"audit(1700000001.000:{serial}): "
-    return [
-        (
-            SYSCALL,
-            head + f"arch=c000003e syscall=42 success=yes exit=0 a0=3 a1=7ffd a2=10 a3=0 items=0 ppid=1 pid={pid} "
-            'auid=0 uid=0 gid=0 euid=0 suid=0 fsuid=0 egid=0 sgid=0 fsgid=0 tty=(none) ses=1 comm="curl" '
-            'exe="/usr/bin/curl" key="kaudit"',
-        ),
-        (SOCKADDR, head + "saddr=02001F907F0000010000000000000000"),
-        (EOE, head),
-    ]
 
 
 @pytest.fixture
@@ -126,7 +111,7 @@ def test_collect_subprocess_with_the_default_receiver_writes_every_row_and_resto
         # counters below would not see them); two status polls later it is running
         time.sleep(1.0)
         for i in range(n):
-            for rtype, text in _connect_event(7000 + i, 95000 + i):
+            for rtype, text in connect_event(7000 + i, 95000 + i, "1700000001.000"):
                 server.emit_record(rtype, text)
 
         def rows_written() -> int:

@@ -440,6 +440,36 @@ def test_an_event_the_python_path_opened_is_finished_by_it(bench_corpus: Path) -
         assert p._lane.events >= 25 and p.publisher.counters["eoe"] == 40
 
 
+def test_the_completed_id_window_is_pruned_alike(bench_corpus: Path) -> None:
+    """The window of completed ids (publisher._recent) forgets by count and by audit time;
+    with a small window, stragglers after it start a new event instead of counting as late,
+    and the lane must forget exactly when the publisher does."""
+    events = _events((bench_corpus / "corpus.log").read_bytes()[:300_000])
+    rng = random.Random(9)
+    lines: list[bytes] = []
+    for i, ev in enumerate(events):
+        lines += ev
+        if i > 30 and i % 7 == 0:
+            lines.append(events[i - rng.choice([3, 20, 30])][0])  # a SYSCALL of an earlier event
+    data = b"".join(lines)
+    for limit, window in ((25, 10_000), (10_000, 12), (40, 25)):
+        outs = []
+        for lane in (False, True):
+            rows: list[dict] = []
+            p = Pipeline(ALL_ON, lambda rs: rows.extend(r.to_dict() for r in rs), uptime=None, fastlane=lane)
+            p.publisher.recent_limit, p.publisher.recent_window_ms = limit, window
+            if lane:
+                p._lane = fl.FastLane(p)  # bound again: the lane copies the limits
+            p.feed_stream(io.BytesIO(data))
+            outs.append((rows, p.finish().as_dict(), p))
+        assert outs[1][1] == outs[0][1]
+        assert outs[1][0] == outs[0][0]
+        assert outs[1][2]._lane.events > 100
+        assert (
+            outs[0][1]["publisher"].get("late", 0) > 0 and outs[0][1]["events_by_reason"].get("flush", 0) > 0
+        )
+
+
 # ---- switching it off, and a build that cannot happen ---------------------------------------------
 
 

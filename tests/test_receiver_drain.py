@@ -244,8 +244,10 @@ def test_process_drainer_reads_a_real_netlink_socket() -> None:
     assert r.counters.dropped_sender == 0 and r.counters.bad_datagram == 0
 
 
-def _exec_event(pid: int, serial: int) -> list[tuple[int, str]]:
-    head = f"audit(1700000000.100:{serial}): "
+def connect_event(pid: int, serial: int, sec: str = "1700000000.100") -> list[tuple[int, str]]:
+    """The records of one connect event (SYSCALL, SOCKADDR, EOE) as (type, payload); also used by
+    tests/test_collect_receiver_cli.py."""
+    head = f"audit({sec}:{serial}): "
     return [
         (
             SYSCALL,
@@ -286,7 +288,7 @@ def test_collect_with_a_receiver_writes_every_row_and_restores(tmp_path, mode: s
             ):
                 time.sleep(0.02)
             for i in range(300):
-                for rtype, text in _exec_event(5000 + i, 90000 + i):
+                for rtype, text in connect_event(5000 + i, 90000 + i):
                     server.emit_record(rtype, text)
 
         th = threading.Thread(target=workload, daemon=True)

@@ -51,9 +51,15 @@ _PROCESS_COLUMNS = (
     "overflows", "parent", "time", "uptime", "eid", "fsuid", "suid", "fsgid", "sgid", "syscall",
 )  # fmt: skip
 
+
 def _check_columns() -> None:
-    if tuple(SocketEventsRow.__slots__) != _SOCKET_COLUMNS or tuple(ProcessEventsRow.__slots__) != _PROCESS_COLUMNS:
-        raise FastLaneBuildError("the row classes' columns changed: update _fastlane_rows.h and the column lists")
+    if (
+        tuple(SocketEventsRow.__slots__) != _SOCKET_COLUMNS
+        or tuple(ProcessEventsRow.__slots__) != _PROCESS_COLUMNS
+    ):
+        raise FastLaneBuildError(
+            "the row classes' columns changed: update _fastlane_rows.h and the column lists"
+        )
 
 
 _LANE = NativeModule("_fastlane", _check_columns)

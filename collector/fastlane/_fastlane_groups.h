@@ -1,3 +1,14 @@
+/* the oldest id of the completed-id window out of it: _recent_order.popleft(), del _recent[id] */
+static int forget_oldest(Lane *self)
+{
+    PyObject *old = PyObject_CallNoArgs(self->order_popleft);
+    if (old == NULL)
+        return -1;
+    int d = PyDict_DelItem(self->recent, PyTuple_GET_ITEM(old, 0));
+    Py_DECREF(old);
+    return d;
+}
+
 /* kaudit fast lane: groups of events and the publisher's bookkeeping (part of _fastlane.c, which includes it once) */
 #ifndef _FASTLANE_GROUPS_H
 #define _FASTLANE_GROUPS_H
@@ -20,15 +31,8 @@ static int complete(Lane *self, PyObject *key)
     if (r == NULL)
         return -1;
     Py_DECREF(r);
-    if (PyDict_GET_SIZE(self->recent) > self->recent_limit) {
-        PyObject *old = PyObject_CallNoArgs(self->order_popleft);
-        if (old == NULL)
-            return -1;
-        int d = PyDict_DelItem(self->recent, PyTuple_GET_ITEM(old, 0));
-        Py_DECREF(old);
-        if (d < 0)
-            return -1;
-    }
+    if (PyDict_GET_SIZE(self->recent) > self->recent_limit && forget_oldest(self) < 0)
+        return -1;
     long long horizon = self->clock - self->recent_window;
     for (;;) {
         PyObject *first = PySequence_GetItem(self->order, 0);
@@ -40,12 +44,7 @@ static int complete(Lane *self, PyObject *key)
             return -1;
         if (t >= horizon)
             break;
-        PyObject *old = PyObject_CallNoArgs(self->order_popleft);
-        if (old == NULL)
-            return -1;
-        int d = PyDict_DelItem(self->recent, PyTuple_GET_ITEM(old, 0));
-        Py_DECREF(old);
-        if (d < 0)
+        if (forget_oldest(self) < 0)
             return -1;
     }
     return 0;
