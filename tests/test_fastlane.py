@@ -440,6 +440,10 @@ def test_an_event_the_python_path_opened_is_finished_by_it(bench_corpus: Path) -
         assert p._lane.events >= 25 and p.publisher.counters["eoe"] == 40
 
 
+def rows_into(rows: list[dict]):
+    return lambda rs: rows.extend(r.to_dict() for r in rs)
+
+
 def test_the_completed_id_window_is_pruned_alike(bench_corpus: Path) -> None:
     """The window of completed ids (publisher._recent) forgets by count and by audit time;
     with a small window, stragglers after it start a new event instead of counting as late,
@@ -456,7 +460,7 @@ def test_the_completed_id_window_is_pruned_alike(bench_corpus: Path) -> None:
         outs = []
         for lane in (False, True):
             rows: list[dict] = []
-            p = Pipeline(ALL_ON, lambda rs: rows.extend(r.to_dict() for r in rs), uptime=None, fastlane=lane)
+            p = Pipeline(ALL_ON, rows_into(rows), uptime=None, fastlane=lane)
             p.publisher.recent_limit, p.publisher.recent_window_ms = limit, window
             if lane:
                 p._lane = fl.FastLane(p)  # bound again: the lane copies the limits
