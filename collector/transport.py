@@ -37,7 +37,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from collector.protocol import netlink as nl
-from collector.protocol._tables import ERRNO
+from collector.protocol.netlink import errno_name
 from collector.protocol.records import (
     AUDIT_GET,
     AUDIT_GET_FEATURE,
@@ -103,15 +103,6 @@ class Control:
 
 
 # --- errors and events ----------------------------------------------------------------------
-
-
-def errno_name(err: int) -> str:
-    """``EEXIST`` for 17 or -17, from the kernel's own errno table."""
-    n = abs(err)
-    for name, num in ERRNO.items():
-        if num == n and name not in ("EWOULDBLOCK", "EDEADLOCK"):
-            return name
-    return f"E{n}"
 
 
 class KernelError(OSError):

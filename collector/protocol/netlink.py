@@ -12,6 +12,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from ._tables import ERRNO
 from .records import is_record_type
 
 NLMSG_HDRLEN = 16
@@ -178,3 +179,13 @@ def parse_error(payload: bytes) -> NetlinkErrorReply:
 def done_payload() -> bytes:
     """NLMSG_DONE carries an int (0) after the header, as netlink_dump does."""
     return _ERR.pack(0)
+
+
+def errno_name(err: int) -> str:
+    """``EEXIST`` for 17 or -17 (an NLMSG_ERROR's error), from the kernel's own errno table;
+    ``E<n>`` for a number it does not name. Shared by the collector and the simulator."""
+    n = abs(err)
+    for name, num in ERRNO.items():
+        if num == n and name not in ("EWOULDBLOCK", "EDEADLOCK"):
+            return name
+    return f"E{n}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import struct
 
 from collector.protocol._tables import ERRNO, FILTERS, OPERATORS, RECORD_TYPES, RULE_FIELDS
+from collector.protocol.netlink import errno_name  # noqa: F401 - re-exported by simulator.kernel
 from collector.protocol.status import KERNEL_STATUS_FIELDS
 
 # --- constants the kernel uses (include/uapi/linux/audit.h and friends) ---------------------
@@ -103,11 +104,3 @@ _HDR = struct.Struct("=IHHII")
 _U32 = struct.Struct("=I")
 _I32 = struct.Struct("=i")
 
-
-def errno_name(err: int) -> str:
-    """``EEXIST`` for 17 or -17 (the kernel's name, from the generated table)."""
-    n = abs(err)
-    for name, num in ERRNO.items():
-        if num == n and name not in ("EWOULDBLOCK", "EDEADLOCK"):
-            return name
-    return f"E{n}"
