@@ -268,7 +268,7 @@ class Pipeline:
         """A batch of netlink record messages (``Reader.drain``'s result).
 
         Whole events go through the fast lane when there is one; the Python path takes what
-        it hands back, message by message, until no event is open again.
+        it hands back, message by message, until the lane may go on (``FastLane.may_resume``).
         """
         lane = self._lane
         if lane is None:
@@ -276,19 +276,15 @@ class Pipeline:
             return
         batch = msgs if isinstance(msgs, list) else list(msgs)
         i, n = 0, len(batch)
-        ready = lane.ready
-        pub = self.publisher
+        ready, may_resume, counters = lane.ready, lane.may_resume, self.publisher.counters
         while i < n:
             if ready():
                 i, _bailed = lane.scan_messages(batch, i)
-            # the Python path until the lane can go on: at least one event completed here (the
-            # one it handed back) or nothing open, so that records of an event the publisher is
-            # assembling do not go to the lane one by one
-            done = pub.counters["events"]
+            done = counters["events"]
             while i < n:
                 self._feed_messages(batch[i : i + 1])
                 i += 1
-                if (not pub._open or pub.counters["events"] != done) and ready():
+                if may_resume(done):
                     break
 
     def _feed_messages(self, msgs: Iterable) -> None:
@@ -332,22 +328,23 @@ class Pipeline:
         partial event the lane waits to see whole) starts."""
         lane = self._lane
         assert lane is not None
-        ready, feed_lines, pub = lane.ready, self.feed_lines, self.publisher
+        ready, may_resume, counters = lane.ready, lane.may_resume, self.publisher.counters
+        feed_lines = self.feed_lines
         pos, n = 0, len(buf)
         while pos < n:
             if ready():
                 pos, bailed = lane.scan_text(buf, pos)
                 if not bailed:
                     return pos  # the rest is not a whole event yet
-            # the Python path, line by line, until the lane can go on (see feed_messages)
-            done = pub.counters["events"]
+            # the Python path, line by line, until the lane may go on
+            done = counters["events"]
             while True:
                 nl = buf.find(b"\n", pos)
                 if nl < 0:
                     return pos
                 feed_lines((buf[pos : nl + 1],))
                 pos = nl + 1
-                if (not pub._open or pub.counters["events"] != done) and ready():
+                if may_resume(done):
                     break
         return pos
 

@@ -164,6 +164,14 @@ class FastLane:
         # settles nothing new (the open events stay the lowest), as the lane assumes
         return tracker.boundary >= min(tracker.live) - 1
 
+    def may_resume(self, events_before: int) -> bool:
+        """After the lane handed input back: may it take over again, now that the Python path
+        fed one more record? Only once nothing is open or an event completed since
+        ``events_before`` (the publisher's event count at the hand-back), so that the records of
+        an event the publisher is still assembling are not offered to the lane one by one."""
+        pub = self._pipeline.publisher
+        return (not pub._open or pub.counters["events"] != events_before) and self.ready()
+
     def scan_text(self, buf: bytes, pos: int) -> tuple[int, bool]:
         """Whole events of audit.log text from ``pos``: (where it stopped, whether it bailed)."""
         self._sync_in()
