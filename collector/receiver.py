@@ -77,6 +77,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from collector.fastlane.build import NativeModule
 from collector.protocol import netlink as nl
 from collector.protocol.records import AUDIT_LIST_RULES, AUDIT_LOGIN, AUDIT_USER
 from collector.transport import (
@@ -163,10 +164,12 @@ def _native_drain() -> Callable[[int], Any] | None:
     Called in the parent before the drainer forks, so that the child finds it loaded (a child
     must not build or dlopen after fork). Never raises unless KAUDIT_FASTLANE=1 demands it.
     """
-    from collector.fastlane.drain import drain_module
-
-    m = drain_module()
+    m = _DRAIN.get()
     return None if m is None else m.Drain
+
+
+# a module of its own: the drainer needs nothing of the fast lane's (nor its build to succeed)
+_DRAIN = NativeModule("_drain")
 
 
 def _resolve_prctl() -> Callable[..., int] | None:
